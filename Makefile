@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on demand.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch first, pinned to the CPU build (a looser requirement pulls a multi-GB CUDA build)
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q ".[dev]"
+	touch $(STAMP)
+
+# Install the package itself (not editable): tests and mypy run against what a user installs.
+install: $(STAMP)
+	$(BIN)/pip install -q --no-deps --force-reinstall .
+
+demo: install
+	$(BIN)/taktline demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	cd /tmp && $(abspath $(BIN))/mypy -p taktline.envs -p taktline.serving -p taktline.agents
+
+pytest: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/bench_twin.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

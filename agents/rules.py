@@ -1,0 +1,189 @@
+"""Classical dispatching and release rules, behind the same interface neural policies use.
+
+Dispatching rules rank the waiting jobs by a priority key; the smallest key starts first.
+**Tie-break (documented, deterministic):** equal keys are broken by queue entry time and then by
+the lowest job id, i.e. first come, first served.
+
+Definitions (``p`` = the operation's expected processing time, ``d`` = due date, ``t`` = now):
+
+========  ==============================================================================
+FIFO      earliest queue entry
+SPT/LPT   shortest / longest ``p``
+EDD       earliest ``d``
+MWKR      most work remaining, including this operation
+MOPNR     most operations remaining, including this operation
+CR        smallest critical ratio ``(d - t) / remaining work``
+ATC       apparent tardiness cost, ``(1/p) exp(-max(0, d - p - t) / (k p̄))`` largest first
+SAME      setup-aware: jobs of the machine's current family first, then FIFO
+========  ==============================================================================
+
+>>> from types import SimpleNamespace as J
+>>> jobs = [J(id=0, family="a", processing_time=5.0, remaining_work=9.0, remaining_ops=2,
+...           due_date=30.0, arrival_time=0.0, queue_entry_time=0.0),
+...         J(id=1, family="b", processing_time=2.0, remaining_work=4.0, remaining_ops=3,
+...           due_date=20.0, arrival_time=1.0, queue_entry_time=1.0)]
+>>> get_rule("SPT").dispatch(jobs, now=1.0, last_family=None)
+1
+>>> get_rule("MWKR").dispatch(jobs, now=1.0, last_family=None)
+0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from taktline.envs.control import Candidate
+from taktline.errors import PolicyError
+
+KeyFn = Callable[[Candidate, float, str | None, float], float]
+
+
+def _atc_key(c: Candidate, now: float, last_family: str | None, p_bar: float, k: float) -> float:
+    p = max(c.processing_time, 1e-12)
+    slack = max(0.0, c.due_date - p - now)
+    scale = max(k * p_bar, 1e-12)
+    return -(1.0 / p) * math.exp(-slack / scale)
+
+
+_KEYS: dict[str, KeyFn] = {
+    "FIFO": lambda c, now, lf, pb: c.queue_entry_time,
+    "SPT": lambda c, now, lf, pb: c.processing_time,
+    "LPT": lambda c, now, lf, pb: -c.processing_time,
+    "EDD": lambda c, now, lf, pb: c.due_date,
+    "MWKR": lambda c, now, lf, pb: -c.remaining_work,
+    "MOPNR": lambda c, now, lf, pb: -float(c.remaining_ops),
+    "CR": lambda c, now, lf, pb: (c.due_date - now) / max(c.remaining_work, 1e-12),
+    "ATC": lambda c, now, lf, pb: _atc_key(c, now, lf, pb, 2.0),
+    "SAME": lambda c, now, lf, pb: 0.0 if (lf is not None and c.family == lf) else 1.0,
+}
+
+DISPATCH_RULES: tuple[str, ...] = tuple(_KEYS)
+RELEASE_RULES: tuple[str, ...] = ("IMMEDIATE", "CONWIP", "KANBAN")
+
+
+@dataclass(frozen=True)
+class DispatchRule:
+    """A priority rule; ``dispatch`` returns the index of the job to start."""
+
+    name: str
+    key: KeyFn = field(repr=False)
+
+    def priorities(
+        self, candidates: Sequence[Candidate], now: float, last_family: str | None
+    ) -> list[float]:
+        """The priority key of each candidate (smaller starts first)."""
+        name = self.name
+        # the common rules read one attribute; avoid a Python call per candidate
+        if name == "SPT":
+            return [c.processing_time for c in candidates]
+        if name == "LPT":
+            return [-c.processing_time for c in candidates]
+        if name == "EDD":
+            return [c.due_date for c in candidates]
+        if name == "MWKR":
+            return [-c.remaining_work for c in candidates]
+        if name == "MOPNR":
+            return [-float(c.remaining_ops) for c in candidates]
+        if name == "FIFO":
+            return [c.queue_entry_time for c in candidates]
+        p_bar = 0.0
+        if name == "ATC":
+            p_bar = sum(c.processing_time for c in candidates) / max(len(candidates), 1)
+        key = self.key
+        return [key(c, now, last_family, p_bar) for c in candidates]
+
+    def dispatch(
+        self, candidates: Sequence[Candidate], now: float, last_family: str | None
+    ) -> int:
+        n = len(candidates)
+        if n == 0:
+            raise PolicyError(f"rule {self.name}: asked to dispatch with no waiting job")
+        if n == 1:
+            return 0
+        keys = self.priorities(candidates, now, last_family)
+        best = min(keys)
+        first = keys.index(best)
+        ties = [i for i in range(first, n) if keys[i] == best]
+        if len(ties) == 1:
+            return first
+        return min(ties, key=lambda i: (candidates[i].queue_entry_time, candidates[i].id))
+
+
+@dataclass(frozen=True)
+class ImmediateRelease:
+    """Every order enters the line as soon as it arrives (push)."""
+
+    name: str = "IMMEDIATE"
+    station_limits: tuple[int, ...] | None = None
+
+    def release(self, pool_size: int, wip: int, now: float) -> int:
+        return pool_size
+
+
+@dataclass(frozen=True)
+class ConwipRelease:
+    """Constant WIP: release while fewer than ``wip_cap`` jobs are in the line (pull)."""
+
+    wip_cap: int
+    name: str = "CONWIP"
+    station_limits: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.wip_cap < 1:
+            raise PolicyError(f"CONWIP: wip_cap must be >= 1, got {self.wip_cap}")
+
+    def release(self, pool_size: int, wip: int, now: float) -> int:
+        return max(0, min(pool_size, self.wip_cap - wip))
+
+
+@dataclass(frozen=True)
+class KanbanRelease:
+    """Kanban: at most ``cards`` jobs at each station (in its buffer, on or blocked in its
+    machines); a job moves on only when the next station has a free card."""
+
+    cards: int
+    name: str = "KANBAN"
+
+    def __post_init__(self) -> None:
+        if self.cards < 1:
+            raise PolicyError(f"KANBAN: cards must be >= 1, got {self.cards}")
+
+    @property
+    def station_limits(self) -> tuple[int, ...]:
+        return (self.cards,)
+
+    def release(self, pool_size: int, wip: int, now: float) -> int:
+        return pool_size  # the per-station card limit holds jobs back at the line's entry
+
+
+ReleaseRule = ImmediateRelease | ConwipRelease | KanbanRelease
+
+
+def get_rule(name: str) -> DispatchRule:
+    """The dispatching rule called ``name`` (case-insensitive)."""
+    key = name.upper()
+    if key not in _KEYS:
+        raise PolicyError(
+            f"unknown dispatching rule {name!r}; choose one of {', '.join(DISPATCH_RULES)}"
+        )
+    return DispatchRule(key, _KEYS[key])
+
+
+def get_release_rule(text: str) -> ReleaseRule:
+    """Parse ``IMMEDIATE``, ``CONWIP(12)`` or ``KANBAN(3)``."""
+    raw = text.strip().upper()
+    name, _, arg = raw.partition("(")
+    arg = arg.rstrip(")").strip()
+    if name == "IMMEDIATE" and not arg:
+        return ImmediateRelease()
+    if name in ("CONWIP", "KANBAN"):
+        if not arg.isdigit():
+            raise PolicyError(
+                f"release rule {text!r}: {name} needs a positive integer, e.g. {name}(10)"
+            )
+        return ConwipRelease(int(arg)) if name == "CONWIP" else KanbanRelease(int(arg))
+    raise PolicyError(
+        f"unknown release rule {text!r}; choose IMMEDIATE, CONWIP(w) or KANBAN(cards)"
+    )

@@ -1,0 +1,52 @@
+"""The decision hook between the twin and whatever controls it.
+
+The twin stops at two kinds of decision points and asks a controller:
+
+* **dispatch** — a machine is free and jobs wait in its station's buffer: which job starts?
+* **release** — orders wait in the pool in front of the line: how many enter the line now?
+
+A controller is anything with the methods below; rules (:mod:`taktline.agents.rules`) and
+neural policies (through :func:`taktline.envs.encoding.encode`) both implement it. This module
+knows nothing of how decisions are made, so the twin stays free of torch, SB3 or Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+
+class Candidate(Protocol):
+    """What a dispatching decision may look at for one waiting job (times in spec units).
+
+    ``processing_time`` and ``remaining_work`` are *expected* times (the distribution means), as
+    a plant's MES would know them; the twin draws the actual times.
+    """
+
+    id: int
+    family: str
+    processing_time: float
+    remaining_work: float
+    remaining_ops: int
+    due_date: float
+    arrival_time: float
+    queue_entry_time: float
+
+
+class DispatchController(Protocol):
+    """Chooses which waiting job a free machine starts."""
+
+    def dispatch(
+        self, candidates: Sequence[Candidate], now: float, last_family: str | None
+    ) -> int:
+        """Return the index (into ``candidates``) of the job to start."""
+        ...
+
+
+@runtime_checkable
+class ReleaseController(Protocol):
+    """Decides how many orders from the pool enter the line at a release point."""
+
+    def release(self, pool_size: int, wip: int, now: float) -> int:
+        """Return how many of the ``pool_size`` waiting orders to release now (0..pool_size)."""
+        ...

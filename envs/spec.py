@@ -1,0 +1,386 @@
+"""The declarative line spec: stations, products and routings, arrivals, failures, setups,
+energy and costs — validated with pydantic at load time, before any simulation.
+
+Errors name the path, the value and the fix, e.g. ``stations[2].machines: must be >= 1, got 0``.
+Unknown keys are errors. A spec that cannot run (a routing to a missing station, an open line
+whose load is >= 1 with unbounded buffers) is rejected; a load close to 1 is a warning.
+
+>>> spec = load_spec("serial5")
+>>> [s.name for s in spec.stations]
+['cut', 'drill', 'mill', 'deburr', 'inspect']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from taktline.envs.distributions import DIST_NAMES, Distribution, coerce_dist
+from taktline.errors import SpecError
+
+Dist = Annotated[Distribution, BeforeValidator(coerce_dist)]
+
+HOURS_PER_UNIT = {"s": 1 / 3600, "min": 1 / 60, "h": 1.0}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Failures(_Model):
+    """Machine breakdowns: time to failure and time to repair, per machine."""
+
+    time_to_failure: Dist
+    time_to_repair: Dist
+    basis: Literal["busy", "calendar"] = Field(
+        "calendar",
+        description="count time to failure in calendar time or only while the machine is busy",
+    )
+
+    @property
+    def availability(self) -> float:
+        ttf, ttr = self.time_to_failure.mean, self.time_to_repair.mean
+        return ttf / (ttf + ttr) if ttf + ttr > 0 else 1.0
+
+
+class Setups(_Model):
+    """Sequence-dependent setup times between product families at a station."""
+
+    default: Dist = Field(
+        default_factory=lambda: coerce_dist(0.0),
+        description="setup time when the family changes and no matrix entry applies",
+    )
+    matrix: dict[str, dict[str, Dist]] = Field(
+        default_factory=dict, description="matrix[from_family][to_family] = setup time"
+    )
+    first: bool = Field(False, description="whether the very first job on a machine needs one")
+
+
+class Power(_Model):
+    """Power draw of one machine in each state, in kW (blocked draws idle power)."""
+
+    idle_kw: float = Field(0.0, ge=0)
+    setup_kw: float = Field(0.0, ge=0)
+    busy_kw: float = Field(0.0, ge=0)
+    down_kw: float = Field(0.0, ge=0)
+
+
+class Station(_Model):
+    name: str = Field(min_length=1)
+    machines: int = Field(1, ge=1, description="identical parallel machines")
+    buffer_capacity: int | None = Field(
+        None, ge=0, description="jobs that may wait in the input buffer; null = unbounded"
+    )
+    failures: Failures | None = None
+    setups: Setups | None = None
+    power: Power = Field(default_factory=Power)
+
+
+class Step(_Model):
+    station: str
+    processing_time: Dist
+
+
+class Product(_Model):
+    name: str = Field(min_length=1)
+    family: str | None = Field(None, description="setup family; defaults to the product name")
+    routing: list[Step] = Field(min_length=1)
+    revenue: float = Field(0.0, ge=0, description="revenue per finished unit")
+    due_date_allowance: float | None = Field(
+        None, ge=0, description="due date = arrival time + this allowance"
+    )
+
+    @property
+    def family_name(self) -> str:
+        return self.family or self.name
+
+    @property
+    def work(self) -> float:
+        return sum(s.processing_time.mean for s in self.routing)
+
+
+class Order(_Model):
+    product: str
+    release_time: float = Field(0.0, ge=0)
+    due_date: float | None = Field(None, ge=0)
+    quantity: int = Field(1, ge=1)
+
+
+class PoissonArrivals(_Model):
+    kind: Literal["poisson"] = "poisson"
+    rate: float = Field(gt=0, description="orders per time unit")
+    mix: dict[str, float] | None = Field(None, description="product -> weight; default equal")
+
+
+class RenewalArrivals(_Model):
+    kind: Literal["renewal"] = "renewal"
+    interarrival_time: Dist
+    mix: dict[str, float] | None = None
+
+
+class OrderList(_Model):
+    kind: Literal["orders"] = "orders"
+    orders: list[Order] = Field(min_length=1)
+
+
+class ClosedLoop(_Model):
+    """A closed CONWIP loop: a new order enters the moment one leaves (infinite backlog)."""
+
+    kind: Literal["closed"] = "closed"
+    wip: int = Field(ge=1)
+    mix: dict[str, float] | None = None
+
+
+Arrivals = Annotated[
+    PoissonArrivals | RenewalArrivals | OrderList | ClosedLoop, Field(discriminator="kind")
+]
+
+
+class Costs(_Model):
+    wip_cost_per_job_time: float = Field(0.0, ge=0, description="holding cost per job per time")
+    tardiness_cost_per_time: float = Field(0.0, ge=0)
+    energy_price_per_kwh: float = Field(0.0, ge=0)
+    setup_cost: float = Field(0.0, ge=0, description="cost per setup")
+
+
+class LineSpec(_Model):
+    """A production line or job shop. Times are in ``time_unit``."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    time_unit: Literal["s", "min", "h"] = "min"
+    stations: list[Station] = Field(min_length=1)
+    products: list[Product] = Field(min_length=1)
+    arrivals: Arrivals
+    costs: Costs = Field(default_factory=Costs)
+    horizon: float | None = Field(None, gt=0, description="default simulated time")
+    warmup: float = Field(0.0, ge=0, description="default warm-up deleted from statistics")
+
+    @model_validator(mode="after")
+    def _references(self) -> LineSpec:
+        problems: list[str] = []
+        names = [s.name for s in self.stations]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"stations: name {dup!r} is used twice; station names must be unique")
+        pnames = [p.name for p in self.products]
+        for dup in sorted({n for n in pnames if pnames.count(n) > 1}):
+            problems.append(f"products: name {dup!r} is used twice; product names must be unique")
+        known = set(names)
+        for i, p in enumerate(self.products):
+            for j, step in enumerate(p.routing):
+                if step.station not in known:
+                    problems.append(
+                        f"products[{i}].routing[{j}].station: unknown station {step.station!r};"
+                        f" known stations: {', '.join(names)}"
+                    )
+        mix = getattr(self.arrivals, "mix", None)
+        if mix:
+            for k, w in mix.items():
+                if k not in pnames:
+                    problems.append(
+                        f"arrivals.mix: unknown product {k!r}; known products: {', '.join(pnames)}"
+                    )
+                if w < 0:
+                    problems.append(f"arrivals.mix.{k}: must be >= 0, got {w}")
+            if sum(mix.values()) <= 0:
+                problems.append("arrivals.mix: weights must sum to > 0")
+        if isinstance(self.arrivals, OrderList):
+            for i, o in enumerate(self.arrivals.orders):
+                if o.product not in pnames:
+                    problems.append(
+                        f"arrivals.orders[{i}].product: unknown product {o.product!r};"
+                        f" known products: {', '.join(pnames)}"
+                    )
+        if problems:
+            raise SpecError(problems)
+        return self
+
+    # ---- derived quantities -------------------------------------------------------------
+    def station_index(self, name: str) -> int:
+        return [s.name for s in self.stations].index(name)
+
+    def product_shares(self) -> list[float]:
+        """Share of each product in the arrival stream (for open and closed lines)."""
+        mix = getattr(self.arrivals, "mix", None)
+        if isinstance(self.arrivals, OrderList):
+            counts = {p.name: 0.0 for p in self.products}
+            for o in self.arrivals.orders:
+                counts[o.product] += o.quantity
+            tot = sum(counts.values())
+            return [counts[p.name] / tot for p in self.products]
+        if not mix:
+            return [1.0 / len(self.products)] * len(self.products)
+        tot = sum(mix.values())
+        return [mix.get(p.name, 0.0) / tot for p in self.products]
+
+    def arrival_rate(self) -> float | None:
+        """Orders per time unit for open lines; ``None`` for order lists and closed loops."""
+        if isinstance(self.arrivals, PoissonArrivals):
+            return self.arrivals.rate
+        if isinstance(self.arrivals, RenewalArrivals):
+            return 1.0 / self.arrivals.interarrival_time.mean
+        return None
+
+    def station_loads(self) -> list[float]:
+        """Expected work arriving per time unit per machine at each station, per unit of the
+        arrival rate (multiply by the rate to get utilization), accounting for availability."""
+        shares = self.product_shares()
+        loads = [0.0] * len(self.stations)
+        for share, prod in zip(shares, self.products, strict=True):
+            for step in prod.routing:
+                loads[self.station_index(step.station)] += share * step.processing_time.mean
+        out = []
+        for st, load in zip(self.stations, loads, strict=True):
+            avail = st.failures.availability if st.failures else 1.0
+            out.append(load / (st.machines * avail))
+        return out
+
+    def utilizations(self) -> list[float] | None:
+        rate = self.arrival_rate()
+        if rate is None:
+            return None
+        return [rate * x for x in self.station_loads()]
+
+    def bottleneck_rate(self) -> float:
+        """The line's capacity in orders per time unit (the bottleneck's), r_b."""
+        loads = self.station_loads()
+        return 1.0 / max(loads) if max(loads) > 0 else math.inf
+
+    def raw_process_time(self) -> float:
+        """T0: mean total processing time of an order, weighted by the product mix."""
+        return sum(s * p.work for s, p in zip(self.product_shares(), self.products, strict=True))
+
+    def warnings(self) -> list[str]:
+        """Problems that do not stop a run but deserve a look (a line loaded close to 1)."""
+        utils = self.utilizations() or []
+        return [
+            f"stations[{i}] ({st.name}): utilization {u:.3f} is close to 1; queues will be long"
+            " and statistics slow to settle"
+            for i, (st, u) in enumerate(zip(self.stations, utils, strict=False))
+            if 0.95 <= u < 1.0
+        ]
+
+    def spec_hash(self) -> str:
+        """Content hash of the normalized spec: policies record it to detect a changed line."""
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_stability(spec: LineSpec) -> None:
+    utils = spec.utilizations()
+    if utils is None:
+        return
+    problems = []
+    for i, (st, u) in enumerate(zip(spec.stations, utils, strict=True)):
+        if u >= 1.0 and st.buffer_capacity is None:
+            problems.append(
+                f"stations[{i}] ({st.name}): utilization {u:.3f} >= 1 with an unbounded buffer;"
+                f" the queue grows without limit. Add machines (now {st.machines}), lower"
+                " arrivals.rate, or make the line closed (arrivals.kind: closed)"
+            )
+    if problems:
+        raise SpecError(problems)
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in DIST_NAMES or part in ("poisson", "renewal", "orders", "closed"):
+            continue  # the discriminator tag pydantic puts into the path
+        elif str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _fmt_error(err: Any) -> str:
+    loc = _fmt_loc(tuple(err["loc"]))
+    typ = err["type"]
+    ctx = err.get("ctx") or {}
+    val = err.get("input")
+    if typ == "extra_forbidden":
+        return f"{loc}: unknown key (value {val!r}); check the spelling against the spec reference"
+    if typ == "missing":
+        return f"{loc}: required field is missing"
+    if typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+              "less_than": "<"}[typ]
+        bound = next(iter(ctx.values()))
+        return f"{loc}: must be {op} {bound}, got {val!r}"
+    if typ == "union_tag_invalid":
+        return (
+            f"{loc}: unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r};"
+            f" choose one of {ctx.get('expected_tags')}"
+        )
+    if typ == "union_tag_not_found":
+        return f"{loc}: needs {ctx.get('discriminator')} (e.g. dist: exponential) or a number"
+    if typ == "too_short":
+        return f"{loc}: must not be empty"
+    if typ == "value_error" and isinstance(ctx.get("error"), SpecError):
+        return str(ctx["error"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}, got {val!r}"
+
+
+def parse_spec(data: dict[str, Any], source: str | None = None) -> LineSpec:
+    """Validate a spec given as plain data; raise :class:`SpecError` listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(f"(top level): expected a mapping of spec fields, got {type(data).__name__}",
+                        source)
+    try:
+        spec = LineSpec.model_validate(data)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors():
+            inner = (err.get("ctx") or {}).get("error")
+            if isinstance(inner, SpecError):
+                problems.extend(inner.problems)
+            else:
+                problems.append(_fmt_error(err))
+        raise SpecError(problems, source) from None
+    _check_stability(spec)
+    return spec
+
+
+def bundled_lines() -> dict[str, Path]:
+    """Names and paths of the example lines shipped with taktline."""
+    root = resources.files("taktline.envs.lines")
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".yaml"):
+            out[entry.name.removesuffix(".yaml")] = Path(str(entry))
+    return dict(sorted(out.items()))
+
+
+def load_spec(ref: str | Path) -> LineSpec:
+    """Load a spec from a bundled line name or a YAML/JSON file path."""
+    lines = bundled_lines()
+    path = lines.get(str(ref)) or Path(ref)
+    if not path.exists():
+        raise SpecError(
+            f"no line called {str(ref)!r}: not a file and not a bundled line"
+            f" (bundled: {', '.join(lines)})"
+        )
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SpecError(f"cannot parse: {exc}", str(path)) from None
+    return parse_spec(data, str(path) if str(ref) not in lines else str(ref))

@@ -1,0 +1,902 @@
+"""The line twin: an exact, event-driven, seeded discrete-event model of a line spec.
+
+The kernel is a heap of ``(time, seq, kind, machine, token)`` and nothing else (as in SimPy's
+core); all state lives in plain slotted objects. Events at one instant are all processed before
+any decision is taken, so a rule run inline and the same rule replayed through an environment
+see exactly the same decision points.
+
+Randomness: one seed makes one root ``numpy`` generator, from which an independent stream is
+spawned for every source (arrivals, each product step, each machine's failures, each station's
+setups). Processing times are drawn when an order arrives, so two policies simulated with the
+same seed see the same orders with the same times — common random numbers.
+
+>>> from taktline.envs.spec import load_spec
+>>> twin = Twin(load_spec("serial5"), seed=1)
+>>> twin.run(until=500.0)
+>>> twin.kpis().completed > 0
+True
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from taktline.envs.control import DispatchController, ReleaseController
+from taktline.envs.distributions import Sampler
+from taktline.envs.kpis import Kpis, StationKpis
+from taktline.envs.spec import (
+    HOURS_PER_UNIT,
+    ClosedLoop,
+    LineSpec,
+    OrderList,
+    PoissonArrivals,
+    RenewalArrivals,
+)
+from taktline.errors import InfeasibleActionError, PolicyError
+
+# event kinds (the order breaks no ties: equal times are served first-scheduled first)
+ARRIVAL, FINISH, FAIL, REPAIR, REVIEW, WARMUP = range(6)
+# machine states
+IDLE, SETUP, BUSY, BLOCKED, DOWN = range(5)
+STATE_NAMES = ("idle", "setup", "busy", "blocked", "down")
+_INF = math.inf
+
+
+class Job:
+    """One order travelling through the line. Attributes follow the Candidate protocol."""
+
+    __slots__ = (
+        "arrival_time",
+        "due_date",
+        "family",
+        "id",
+        "means",
+        "processing_time",
+        "product",
+        "queue_entry_time",
+        "release_time",
+        "remaining_ops",
+        "remaining_work",
+        "remwork",
+        "route",
+        "step",
+        "times",
+    )
+
+    def __init__(
+        self,
+        jid: int,
+        product: int,
+        family: str,
+        route: tuple[int, ...],
+        times: list[float],
+        means: tuple[float, ...],
+        remwork: tuple[float, ...],
+        now: float,
+        due: float,
+    ) -> None:
+        self.id = jid
+        self.product = product
+        self.family = family
+        self.route = route
+        self.times = times
+        self.means = means
+        self.remwork = remwork
+        self.step = 0
+        self.arrival_time = now
+        self.release_time = _INF
+        self.queue_entry_time = now
+        self.due_date = due
+        # the Candidate view of the current operation, kept current by advance()
+        self.processing_time = means[0]
+        self.remaining_work = remwork[0]
+        self.remaining_ops = len(route)
+
+    @property
+    def name(self) -> str:
+        return f"J-{self.id}"
+
+    def advance(self) -> bool:
+        """Move to the next step; return False when the routing is complete."""
+        step = self.step + 1
+        self.step = step
+        if step >= len(self.route):
+            self.remaining_ops = 0
+            return False
+        self.processing_time = self.means[step]
+        self.remaining_work = self.remwork[step]
+        self.remaining_ops -= 1
+        return True
+
+
+class Machine:
+    __slots__ = (
+        "busy_basis",
+        "fail_ttf",
+        "fail_ttr",
+        "finish_time",
+        "gid",
+        "index",
+        "job",
+        "last_family",
+        "name",
+        "pending_setup",
+        "remaining",
+        "resume_state",
+        "since",
+        "state",
+        "state_time",
+        "station",
+        "token",
+        "ttf_left",
+    )
+
+    def __init__(self, gid: int, station: int, index: int, name: str) -> None:
+        self.gid = gid
+        self.station = station
+        self.index = index
+        self.name = name
+        self.state = IDLE
+        self.since = 0.0
+        self.state_time = [0.0] * 5
+        self.job: Job | None = None
+        self.last_family: str | None = None
+        self.token = 0
+        self.finish_time = 0.0
+        self.remaining = 0.0
+        self.resume_state = IDLE
+        self.pending_setup = False
+        self.fail_ttf: Sampler | None = None
+        self.fail_ttr: Sampler | None = None
+        self.busy_basis = False
+        self.ttf_left = _INF
+
+
+class StationState:
+    __slots__ = (
+        "blocked",
+        "buffer",
+        "capacity",
+        "count",
+        "index",
+        "limit",
+        "machines",
+        "name",
+        "q_area",
+        "q_since",
+        "setup_default",
+        "setup_first",
+        "setup_matrix",
+        "setups",
+        "wait_n",
+        "wait_sum",
+    )
+
+    def __init__(self, index: int, name: str, capacity: float, limit: float) -> None:
+        self.index = index
+        self.name = name
+        self.capacity = capacity
+        self.limit = limit
+        self.buffer: list[Job] = []
+        self.machines: list[Machine] = []
+        self.blocked: deque[Machine] = deque()
+        self.count = 0  # jobs at the station: waiting, in process or blocked on its machines
+        self.setup_matrix: dict[tuple[str, str], Sampler] = {}
+        self.setup_default: Sampler | None = None
+        self.setup_first = False
+        self.setups = 0
+        self.wait_sum = 0.0
+        self.wait_n = 0
+        self.q_area = 0.0
+        self.q_since = 0.0
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """A decision the twin waits for (external control, e.g. from an environment)."""
+
+    kind: str  # "dispatch" or "release"
+    station: int = -1
+    machine: int = -1  # global machine index
+    candidates: tuple[Job, ...] = ()
+    pool_size: int = 0
+
+
+EventHook = Callable[[float, str, int, int, int], None]
+
+
+class Twin:
+    """An executable line.
+
+    Args:
+        spec: the validated line spec.
+        seed: the one seed of all randomness in this run.
+        dispatch: a dispatch controller run inline; ``None`` makes every dispatch decision with
+            two or more candidates an external :class:`DecisionRequest`.
+        release: a release controller run inline at arrivals and departures; ``None`` releases
+            immediately, unless ``external_release`` asks for a decision every ``review_period``.
+        log_events: keep the event log (arrival, release, start, finish, setup, failure, repair,
+            departure) for CSV/Parquet export and Gantt charts.
+        warmup: statistics are reset at this time (warm-up deletion).
+    """
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        seed: int = 0,
+        dispatch: DispatchController | None = None,
+        release: ReleaseController | None = None,
+        *,
+        log_events: bool = False,
+        warmup: float | None = None,
+        external_release: bool = False,
+        review_period: float | None = None,
+        auto_single: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.spec_hash = spec.spec_hash()
+        self.seed = seed
+        self.dispatcher = dispatch
+        self.releaser = release
+        self.auto_single = auto_single
+        self.external_release = external_release
+        if external_release and (review_period is None or review_period <= 0):
+            raise PolicyError(
+                f"review_period: must be > 0 for external release control, got {review_period}"
+            )
+        self.review_period = review_period
+        self.now = 0.0
+        self._heap: list[tuple[float, int, int, int, int]] = []
+        self._seq = 0
+        self._next_job = 0
+        root = np.random.default_rng(seed)
+        n_streams = 2 + sum(len(p.routing) for p in spec.products) + 2 * sum(
+            s.machines for s in spec.stations
+        ) + len(spec.stations)
+        streams = iter(root.spawn(n_streams))
+        self._rng_arrivals = next(streams)
+        self._rng_mix = next(streams)
+        # products
+        self._prod_samplers: list[list[Sampler]] = []
+        self._prod_route: list[tuple[int, ...]] = []
+        self._prod_means: list[tuple[float, ...]] = []
+        self._prod_remwork: list[tuple[float, ...]] = []
+        self._prod_family: list[str] = []
+        self._prod_allow: list[float] = []
+        self._prod_revenue: list[float] = []
+        for p in spec.products:
+            self._prod_samplers.append(
+                [s.processing_time.sampler(next(streams)) for s in p.routing]
+            )
+            self._prod_route.append(tuple(spec.station_index(s.station) for s in p.routing))
+            means = tuple(s.processing_time.mean for s in p.routing)
+            self._prod_means.append(means)
+            self._prod_remwork.append(tuple(sum(means[i:]) for i in range(len(means))))
+            self._prod_family.append(p.family_name)
+            self._prod_allow.append(_INF if p.due_date_allowance is None else p.due_date_allowance)
+            self._prod_revenue.append(p.revenue)
+        shares = spec.product_shares()
+        self._mix_cdf = np.cumsum(shares).tolist()
+        self._mix_cdf[-1] = 1.0
+        # stations and machines
+        limits = getattr(release, "station_limits", None) or ()
+        self.stations: list[StationState] = []
+        self.machines: list[Machine] = []
+        for i, st in enumerate(spec.stations):
+            cap = _INF if st.buffer_capacity is None else float(st.buffer_capacity)
+            lim = float(limits[i] if i < len(limits) else limits[-1]) if limits else _INF
+            ss = StationState(i, st.name, cap, lim)
+            for k in range(st.machines):
+                m = Machine(len(self.machines), i, k, f"{st.name}.M{k + 1}")
+                if st.failures is not None:
+                    m.fail_ttf = st.failures.time_to_failure.sampler(next(streams))
+                    m.fail_ttr = st.failures.time_to_repair.sampler(next(streams))
+                    m.busy_basis = st.failures.basis == "busy"
+                else:
+                    next(streams)
+                    next(streams)
+                ss.machines.append(m)
+                self.machines.append(m)
+            srng = next(streams)
+            if st.setups is not None:
+                ss.setup_default = st.setups.default.sampler(srng)
+                ss.setup_first = st.setups.first
+                for a, row in st.setups.matrix.items():
+                    for b, d in row.items():
+                        ss.setup_matrix[(a, b)] = d.sampler(srng)
+            self.stations.append(ss)
+        self._closed = isinstance(spec.arrivals, ClosedLoop)
+        self._entry_stations = {r[0] for r in self._prod_route}
+        self.pool: deque[Job] = deque()
+        self.jobs_in_line: dict[int, Job] = {}
+        self.wip = 0
+        self.log: list[tuple[float, str, int, int, int]] | None = [] if log_events else None
+        self.hooks: list[EventHook] = []
+        # statistics
+        self._reset_stats()
+        self._dirty: set[int] = set()
+        self._release_dirty = False
+        self._pending: DecisionRequest | None = None
+        self.finished = False
+        # initial events
+        arr = spec.arrivals
+        if isinstance(arr, PoissonArrivals):
+            self._ia = Sampler(_exp_dist(1.0 / arr.rate), self._rng_arrivals)
+            self._schedule(self._ia(), ARRIVAL, -1, 0)
+        elif isinstance(arr, RenewalArrivals):
+            self._ia = arr.interarrival_time.sampler(self._rng_arrivals)
+            self._schedule(self._ia(), ARRIVAL, -1, 0)
+        elif isinstance(arr, OrderList):
+            pnames = [p.name for p in spec.products]
+            self._orders = []
+            for o in arr.orders:
+                for _ in range(o.quantity):
+                    self._orders.append((pnames.index(o.product), o.due_date))
+                    self._schedule(o.release_time, ARRIVAL, -1, len(self._orders) - 1)
+        elif isinstance(arr, ClosedLoop):
+            for _ in range(arr.wip):
+                self._new_job()
+            self._release_dirty = True
+        for m in self.machines:
+            if m.fail_ttf is not None:
+                if m.busy_basis:
+                    m.ttf_left = m.fail_ttf()
+                else:
+                    self._schedule(m.fail_ttf(), FAIL, m.gid, m.token)
+        w = spec.warmup if warmup is None else warmup
+        self.warmup = w
+        if w > 0:
+            self._schedule(w, WARMUP, -1, 0)
+        if external_release and review_period:
+            self._schedule(0.0, REVIEW, -1, 0)
+
+    # ---- bookkeeping ------------------------------------------------------------------
+    def _reset_stats(self) -> None:
+        now = self.now
+        self.stats_start = now
+        self.completed = 0
+        self.released = 0
+        self.flow_sum = 0.0
+        self.lead_sum = 0.0
+        self.tardy_sum = 0.0
+        self.tardy_max = 0.0
+        self.n_late = 0
+        self.revenue = 0.0
+        self.last_departure = 0.0
+        self.wip_area = 0.0
+        self.wip_since = now
+        for m in self.machines:
+            m.state_time = [0.0] * 5
+            m.since = now
+        for s in self.stations:
+            s.setups = 0
+            s.wait_sum = 0.0
+            s.wait_n = 0
+            s.q_area = 0.0
+            s.q_since = now
+
+    def _schedule(self, t: float, kind: int, mach: int, token: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, mach, token))
+
+    def _emit(self, kind: str, job: int, station: int, machine: int) -> None:
+        if self.log is not None:
+            self.log.append((self.now, kind, job, station, machine))
+        if self.hooks:
+            for h in self.hooks:
+                h(self.now, kind, job, station, machine)
+
+    def _set_state(self, m: Machine, state: int) -> None:
+        now = self.now
+        m.state_time[m.state] += now - m.since
+        m.since = now
+        m.state = state
+
+    def _new_job(self) -> Job:
+        if isinstance(self.spec.arrivals, OrderList):
+            raise AssertionError("order lists create jobs from _orders")  # pragma: no cover
+        if len(self._mix_cdf) == 1:
+            p = 0
+        else:
+            u = float(self._rng_mix.random())
+            p = 0
+            while u > self._mix_cdf[p]:
+                p += 1
+        return self._make_job(p, None)
+
+    def _make_job(self, p: int, due: float | None) -> Job:
+        jid = self._next_job
+        self._next_job += 1
+        times = [s() for s in self._prod_samplers[p]]
+        now = self.now
+        due_t = due if due is not None else now + self._prod_allow[p]
+        job = Job(jid, p, self._prod_family[p], self._prod_route[p], times,
+                  self._prod_means[p], self._prod_remwork[p], now, due_t)
+        self.pool.append(job)
+        self._emit("arrival", jid, -1, -1)
+        return job
+
+    def _space(self, s: StationState) -> bool:
+        return len(s.buffer) < s.capacity and s.count < s.limit
+
+    def _enter(self, job: Job, s: StationState) -> None:
+        now = self.now
+        s.q_area += len(s.buffer) * (now - s.q_since)
+        s.q_since = now
+        job.queue_entry_time = now
+        s.buffer.append(job)
+        s.count += 1
+        self._dirty.add(s.index)
+
+    def _release_one(self, job: Job) -> None:
+        now = self.now
+        self.wip_area += self.wip * (now - self.wip_since)
+        self.wip_since = now
+        self.wip += 1
+        self.released += 1
+        job.release_time = now
+        self.jobs_in_line[job.id] = job
+        self._emit("release", job.id, job.route[0], -1)
+        self._enter(job, self.stations[job.route[0]])
+
+    def _do_release(self, n: int) -> int:
+        """Move up to ``n`` orders from the pool into the line, FIFO among those that fit."""
+        done = 0
+        if n <= 0 or not self.pool:
+            return 0
+        keep: deque[Job] = deque()
+        while self.pool and done < n:
+            job = self.pool.popleft()
+            if self._space(self.stations[job.route[0]]):
+                self._release_one(job)
+                done += 1
+            else:
+                keep.append(job)
+        keep.extend(self.pool)
+        self.pool = keep
+        return done
+
+    def _space_freed(self, s: StationState) -> None:
+        """Space appeared at ``s``: pull in blocked upstream jobs, then new releases."""
+        while s.blocked and self._space(s):
+            m = s.blocked.popleft()
+            job = m.job
+            assert job is not None
+            m.job = None
+            up = self.stations[m.station]
+            up.count -= 1
+            if m.state == DOWN:
+                m.resume_state = IDLE
+            else:
+                self._set_state(m, IDLE)
+                self._dirty.add(up.index)
+            self._enter(job, s)
+            self._space_freed(up)
+        if s.index in self._entry_stations and self.pool:
+            self._release_dirty = True
+
+    # ---- processing -------------------------------------------------------------------
+    def _start(self, m: Machine, job: Job) -> None:
+        s = self.stations[m.station]
+        now = self.now
+        s.q_area += len(s.buffer) * (now - s.q_since)
+        s.q_since = now
+        s.wait_sum += now - job.queue_entry_time
+        s.wait_n += 1
+        m.job = job
+        setup = 0.0
+        if s.setup_default is not None and job.family != m.last_family and (
+            m.last_family is not None or s.setup_first
+        ):
+            smp = s.setup_matrix.get((m.last_family or "", job.family), s.setup_default)
+            setup = smp()
+        m.last_family = job.family
+        if setup > 0:
+            s.setups += 1
+            self._set_state(m, SETUP)
+            self._emit("setup", job.id, s.index, m.gid)
+            m.finish_time = now + setup
+            m.pending_setup = True
+            self._schedule(now + setup, FINISH, m.gid, m.token)
+        else:
+            self._emit("start", job.id, s.index, m.gid)
+            self._begin_process(m, job.times[job.step])
+        self._space_freed(s)
+
+    def _begin_process(self, m: Machine, duration: float) -> None:
+        now = self.now
+        m.pending_setup = False
+        self._set_state(m, BUSY)
+        m.finish_time = now + duration
+        if m.busy_basis:
+            if m.ttf_left < duration:
+                self._schedule(now + m.ttf_left, FAIL, m.gid, m.token)
+                return
+            m.ttf_left -= duration
+        self._schedule(now + duration, FINISH, m.gid, m.token)
+
+    def _finish(self, m: Machine) -> None:
+        if m.pending_setup:
+            job = m.job
+            assert job is not None
+            self._emit("start", job.id, m.station, m.gid)
+            self._begin_process(m, job.times[job.step])
+            return
+        job = m.job
+        assert job is not None
+        s = self.stations[m.station]
+        self._emit("finish", job.id, s.index, m.gid)
+        if not job.advance():
+            m.job = None
+            s.count -= 1
+            self._set_state(m, IDLE)
+            self._dirty.add(s.index)
+            self._depart(job)
+            self._space_freed(s)
+            return
+        nxt = self.stations[job.route[job.step]]
+        if self._space(nxt):
+            m.job = None
+            s.count -= 1
+            self._set_state(m, IDLE)
+            self._dirty.add(s.index)
+            self._enter(job, nxt)
+            self._space_freed(s)
+        else:
+            self._set_state(m, BLOCKED)
+            nxt.blocked.append(m)
+
+    def _depart(self, job: Job) -> None:
+        now = self.now
+        self.wip_area += self.wip * (now - self.wip_since)
+        self.wip_since = now
+        self.wip -= 1
+        del self.jobs_in_line[job.id]
+        self._emit("departure", job.id, -1, -1)
+        self.completed += 1
+        self.flow_sum += now - job.release_time
+        self.lead_sum += now - job.arrival_time
+        self.revenue += self._prod_revenue[job.product]
+        self.last_departure = now
+        late = now - job.due_date
+        if late > 0:
+            self.n_late += 1
+            self.tardy_sum += late
+            if late > self.tardy_max:
+                self.tardy_max = late
+        if self._closed:
+            self._new_job()
+        if self.pool:
+            self._release_dirty = True
+
+    def _fail(self, m: Machine) -> None:
+        s = self.stations[m.station]
+        self._emit("failure", m.job.id if m.job else -1, s.index, m.gid)
+        if m.state in (SETUP, BUSY):
+            m.remaining = m.finish_time - self.now
+            m.token += 1  # invalidates the pending FINISH
+        m.resume_state = m.state
+        self._set_state(m, DOWN)
+        assert m.fail_ttr is not None
+        self._schedule(self.now + m.fail_ttr(), REPAIR, m.gid, m.token)
+
+    def _repair(self, m: Machine) -> None:
+        s = self.stations[m.station]
+        self._emit("repair", m.job.id if m.job else -1, s.index, m.gid)
+        assert m.fail_ttf is not None
+        if m.busy_basis:
+            m.ttf_left = m.fail_ttf()
+        state = m.resume_state
+        if state == SETUP:
+            self._set_state(m, SETUP)
+            m.finish_time = self.now + m.remaining
+            self._schedule(m.finish_time, FINISH, m.gid, m.token)
+        elif state == BUSY:
+            self._begin_process(m, m.remaining)
+        else:
+            self._set_state(m, state)
+            if state == IDLE:
+                self._dirty.add(s.index)
+        if not m.busy_basis:
+            self._schedule(self.now + m.fail_ttf(), FAIL, m.gid, m.token)
+
+    # ---- decisions --------------------------------------------------------------------
+    def _resolve(self) -> DecisionRequest | None:
+        """Take every decision due now; return the first one that needs an outside answer."""
+        dirty = self._dirty
+        stations = self.stations
+        disp = self.dispatcher
+        auto = self.auto_single
+        while True:
+            if self._release_dirty:
+                self._release_dirty = False
+                if not self.external_release and self.pool:
+                    n = (
+                        len(self.pool)
+                        if self.releaser is None
+                        else self.releaser.release(len(self.pool), self.wip, self.now)
+                    )
+                    self._do_release(n)
+            if not dirty:
+                return None
+            si = dirty.pop() if len(dirty) == 1 else min(dirty)
+            dirty.discard(si)
+            s = stations[si]
+            buf = s.buffer
+            if not buf:
+                continue
+            for m in s.machines:
+                if m.state != IDLE:
+                    continue
+                if not buf:
+                    break
+                if len(buf) == 1 and auto:
+                    job = buf.pop()
+                elif disp is None:
+                    dirty.add(si)  # more machines here may still need a job
+                    return DecisionRequest("dispatch", si, m.gid, tuple(buf))
+                else:
+                    job = buf.pop(disp.dispatch(buf, self.now, m.last_family))
+                self._start(m, job)
+
+    def dispatch(self, index: int) -> None:
+        """Answer the pending dispatch decision: start candidate ``index``."""
+        req = self._pending
+        if req is None or req.kind != "dispatch":
+            raise PolicyError("no dispatch decision is pending; call run_until_decision() first")
+        if not 0 <= index < len(req.candidates):
+            raise InfeasibleActionError(
+                f"dispatch: candidate index must be in 0..{len(req.candidates) - 1}, got {index}"
+            )
+        self._pending = None
+        s = self.stations[req.station]
+        self._start(self.machines[req.machine], s.buffer.pop(index))
+
+    def dispatch_job(self, job_id: int) -> None:
+        """Answer the pending dispatch decision by job id (as a plant would name it)."""
+        req = self._pending
+        if req is None or req.kind != "dispatch":
+            raise PolicyError("no dispatch decision is pending; call run_until_decision() first")
+        ids = [j.id for j in req.candidates]
+        if job_id not in ids:
+            raise InfeasibleActionError(
+                f"dispatch: job J-{job_id} is not waiting at {self.stations[req.station].name};"
+                f" waiting: {', '.join(f'J-{i}' for i in ids)}"
+            )
+        self.dispatch(ids.index(job_id))
+
+    def release(self, n: int) -> int:
+        """Answer the pending release decision: release up to ``n`` orders; returns how many
+        entered (orders whose first station is full stay in the pool)."""
+        req = self._pending
+        if req is None or req.kind != "release":
+            raise PolicyError("no release decision is pending; call run_until_decision() first")
+        if n < 0:
+            raise InfeasibleActionError(f"release: count must be >= 0, got {n}")
+        self._pending = None
+        return self._do_release(n)
+
+    @property
+    def pending(self) -> DecisionRequest | None:
+        return self._pending
+
+    # ---- the event loop ---------------------------------------------------------------
+    def run_until_decision(self, until: float = _INF) -> DecisionRequest | None:
+        """Advance to the next external decision (returned) or to ``until`` (``None``)."""
+        if self._pending is not None:
+            return self._pending
+        req = self._resolve()
+        if req is not None:
+            self._pending = req
+            return req
+        heap = self._heap
+        pop = heapq.heappop
+        machines = self.machines
+        while heap:
+            if heap[0][0] > until:
+                self._advance_clock(until)
+                return None
+            t = heap[0][0]
+            self.now = t
+            while heap and heap[0][0] == t:
+                _, _, kind, mi, token = pop(heap)
+                if kind == FINISH:
+                    m = machines[mi]
+                    if token == m.token:
+                        self._finish(m)
+                elif kind == ARRIVAL:
+                    self._arrival(token)
+                elif kind == FAIL:
+                    m = machines[mi]
+                    if token == m.token:
+                        self._fail(m)
+                elif kind == REPAIR:
+                    self._repair(machines[mi])
+                elif kind == REVIEW:
+                    self._schedule(t + (self.review_period or _INF), REVIEW, -1, 0)
+                    self._pending = DecisionRequest("release", pool_size=len(self.pool))
+                elif kind == WARMUP:
+                    self._reset_stats()
+            if self._pending is not None:
+                return self._pending
+            req = self._resolve()
+            if req is not None:
+                self._pending = req
+                return req
+        self.finished = True
+        return None
+
+    def _advance_clock(self, t: float) -> None:
+        if t > self.now and math.isfinite(t):
+            self.now = t
+
+    def _arrival(self, token: int) -> None:
+        arr = self.spec.arrivals
+        if isinstance(arr, OrderList):
+            p, due = self._orders[token]
+            self._make_job(p, due)
+        else:
+            self._new_job()
+            self._schedule(self.now + self._ia(), ARRIVAL, -1, 0)
+        self._release_dirty = True
+
+    def run(self, until: float | None = None) -> None:
+        """Run with the inline controllers to ``until`` (default: the spec's horizon, or until
+        every order of an order list has left)."""
+        horizon = until if until is not None else (self.spec.horizon or _INF)
+        if not math.isfinite(horizon) and not isinstance(self.spec.arrivals, OrderList):
+            raise PolicyError(
+                f"line {self.spec.name!r} has endless arrivals: give a horizon (until=...)"
+            )
+        while True:
+            req = self.run_until_decision(horizon)
+            if req is None:
+                return
+            if req.kind == "dispatch":
+                raise PolicyError("a dispatch decision needs a controller: pass dispatch=RULE")
+            n = (
+                self.releaser.release(len(self.pool), self.wip, self.now)
+                if self.releaser is not None
+                else len(self.pool)
+            )
+            self.release(n)
+
+    # ---- observation ------------------------------------------------------------------
+    def kpis(self) -> Kpis:
+        """KPIs over the window from the end of warm-up to now."""
+        now = self.now
+        window = max(now - self.stats_start, 1e-12)
+        costs = self.spec.costs
+        wip_area = self.wip_area + self.wip * (now - self.wip_since)
+        hours = HOURS_PER_UNIT[self.spec.time_unit]
+        energy = 0.0
+        st_k: list[StationKpis] = []
+        setups = 0
+        for s, st in zip(self.stations, self.spec.stations, strict=True):
+            tot = [0.0] * 5
+            for m in s.machines:
+                times = list(m.state_time)
+                times[m.state] += now - m.since
+                for i in range(5):
+                    tot[i] += times[i]
+            pw = st.power
+            energy += hours * (
+                (tot[IDLE] + tot[BLOCKED]) * pw.idle_kw
+                + tot[SETUP] * pw.setup_kw
+                + tot[BUSY] * pw.busy_kw
+                + tot[DOWN] * pw.down_kw
+            )
+            cap = window * len(s.machines)
+            q_area = s.q_area + len(s.buffer) * (now - s.q_since)
+            setups += s.setups
+            st_k.append(
+                StationKpis(
+                    name=s.name,
+                    utilization=tot[BUSY] / cap,
+                    availability=1.0 - tot[DOWN] / cap,
+                    blocked_share=tot[BLOCKED] / cap,
+                    starved_share=tot[IDLE] / cap,
+                    setup_share=tot[SETUP] / cap,
+                    mean_wait=s.wait_sum / s.wait_n if s.wait_n else 0.0,
+                    mean_queue=q_area / window,
+                )
+            )
+        n = self.completed
+        wip_cost = costs.wip_cost_per_job_time * wip_area
+        tardy_cost = costs.tardiness_cost_per_time * self.tardy_sum
+        energy_cost = costs.energy_price_per_kwh * energy
+        setup_cost = costs.setup_cost * setups
+        return Kpis(
+            window=window,
+            throughput=n / window,
+            completed=n,
+            released=self.released,
+            wip=wip_area / window,
+            flow_time=self.flow_sum / n if n else 0.0,
+            lead_time=self.lead_sum / n if n else 0.0,
+            makespan=self.last_departure,
+            total_tardiness=self.tardy_sum,
+            max_tardiness=self.tardy_max,
+            share_late=self.n_late / n if n else 0.0,
+            setups=setups,
+            energy_kwh=energy,
+            energy_cost=energy_cost,
+            revenue=self.revenue,
+            wip_cost=wip_cost,
+            tardiness_cost=tardy_cost,
+            setup_cost=setup_cost,
+            profit=self.revenue - wip_cost - tardy_cost - energy_cost - setup_cost,
+        )
+
+    def profit_so_far(self) -> float:
+        """Profit accumulated since the statistics started (for rewards between decisions)."""
+        return self.kpis().profit
+
+    def snapshot(self) -> dict[str, Any]:
+        """The twin's state as plain JSON-serializable data (see :mod:`taktline.envs.snapshot`)."""
+        from taktline.envs.snapshot import make_snapshot
+
+        return make_snapshot(self)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The event log as records (needs ``log_events=True``)."""
+        if self.log is None:
+            raise PolicyError("the event log is off: create the twin with log_events=True")
+        st = self.stations
+        ms = self.machines
+        return [
+            {
+                "time": t,
+                "event": kind,
+                "job": f"J-{j}" if j >= 0 else None,
+                "station": st[s].name if s >= 0 else None,
+                "machine": ms[m].name if m >= 0 else None,
+            }
+            for t, kind, j, s, m in self.log
+        ]
+
+
+def _exp_dist(mean: float) -> Any:
+    from taktline.envs.distributions import Exponential
+
+    return Exponential(mean=mean)
+
+
+def simulate(
+    spec: LineSpec,
+    dispatch: DispatchController | None,
+    seed: int = 0,
+    until: float | None = None,
+    release: ReleaseController | None = None,
+    warmup: float | None = None,
+    log_events: bool = False,
+) -> Twin:
+    """Build a twin, run it with the given controllers and return it (KPIs via ``.kpis()``)."""
+    twin = Twin(spec, seed, dispatch, release, warmup=warmup, log_events=log_events)
+    twin.run(until)
+    return twin
+
+
+def replicate(
+    spec: LineSpec,
+    dispatch: DispatchController | None,
+    n: int,
+    seed: int = 0,
+    until: float | None = None,
+    release: ReleaseController | None = None,
+    warmup: float | None = None,
+) -> list[Kpis]:
+    """``n`` independent replications with seeds ``seed, seed+1, ...`` (common random numbers
+    across policies: the same seeds give the same orders and times)."""
+    return [simulate(spec, dispatch, seed + i, until, release, warmup).kpis() for i in range(n)]
+
+
+def candidates_of(seq: Sequence[Job]) -> list[Job]:
+    return list(seq)
