@@ -1,0 +1,1 @@
+"""Bundled job-shop benchmark data (OR-Library text files and their bounds)."""
