@@ -29,7 +29,10 @@ def tandem_spec():  # type: ignore[no-untyped-def]
                 {
                     "name": "p",
                     "routing": [
-                        {"station": f"s{i}", "processing_time": {"dist": "exponential", "mean": 1 / r}}
+                        {
+                            "station": f"s{i}",
+                            "processing_time": {"dist": "exponential", "mean": 1 / r},
+                        }
                         for i, r in enumerate(RATES)
                     ],
                 }
@@ -101,13 +104,17 @@ def main() -> None:
         b, fb = run_simpy(args.jobs, r)
         tk.append(a)
         sp.append(b)
-        print(f"repeat {r}: taktline {a:,.0f} jobs/s (flow {fa:.2f}), simpy {b:,.0f} jobs/s "
-              f"(flow {fb:.2f})")
+        print(
+            f"repeat {r}: taktline {a:,.0f} jobs/s (flow {fa:.2f}), simpy {b:,.0f} jobs/s "
+            f"(flow {fb:.2f})"
+        )
     theory = sum(1 / (m - ARRIVAL_RATE) for m in RATES)
     best_tk, best_sp = max(tk), max(sp)
     print(f"Jackson mean flow time: {theory:.2f}")
-    print(f"taktline: {best_tk:,.0f} jobs/s   simpy: {best_sp:,.0f} jobs/s   "
-          f"ratio taktline/simpy: {best_tk / best_sp:.2f}x (target >= 3x)")
+    print(
+        f"taktline: {best_tk:,.0f} jobs/s   simpy: {best_sp:,.0f} jobs/s   "
+        f"ratio taktline/simpy: {best_tk / best_sp:.2f}x (target >= 3x)"
+    )
 
 
 if __name__ == "__main__":

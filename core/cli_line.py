@@ -47,8 +47,13 @@ def lines(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] =
     for r in rows:
         mu = r["max_utilization"]
         table.add_row(
-            str(r["name"]), str(r["stations"]), str(r["machines"]), str(r["products"]),
-            str(r["arrivals"]), "-" if mu is None else f"{mu:.2f}", str(r["description"])[:70],
+            str(r["name"]),
+            str(r["stations"]),
+            str(r["machines"]),
+            str(r["products"]),
+            str(r["arrivals"]),
+            "-" if mu is None else f"{mu:.2f}",
+            str(r["description"])[:70],
         )
     console.print(table)
 
@@ -72,11 +77,20 @@ def validate(
         raise typer.Exit(1) from None
     warnings = spec.warnings()
     if json_out:
-        _print_json({"ok": True, "problems": [], "warnings": warnings,
-                     "spec_hash": spec.spec_hash(), "utilization": spec.utilizations()})
+        _print_json(
+            {
+                "ok": True,
+                "problems": [],
+                "warnings": warnings,
+                "spec_hash": spec.spec_hash(),
+                "utilization": spec.utilizations(),
+            }
+        )
         return
-    console.print(f"[green]✓ {line}[/green]: {len(spec.stations)} stations, "
-                  f"{len(spec.products)} products, spec hash {spec.spec_hash()}")
+    console.print(
+        f"[green]✓ {line}[/green]: {len(spec.stations)} stations, "
+        f"{len(spec.products)} products, spec hash {spec.spec_hash()}"
+    )
     for w in warnings:
         console.print(f"  [yellow]warning:[/yellow] {w}")
 
@@ -135,8 +149,10 @@ def simulate(
                 "replications": replications,
                 "release": rel.name,
                 "results": {
-                    name: {k: {"mean": e.mean, "ci95": e.half_width}
-                           for k, e in summarize(runs).items()}
+                    name: {
+                        k: {"mean": e.mean, "ci95": e.half_width}
+                        for k, e in summarize(runs).items()
+                    }
                     for name, runs in results.items()
                 },
             }
@@ -164,7 +180,7 @@ def _export(twin: object, events: Path | None, gantt: Path | None) -> None:
     if gantt is not None:
         from taktline.envs.jobshop.gantt import plot_gantt
 
-        plot_gantt(gantt_bars(twin), gantt, title=getattr(twin, "spec").name)  # type: ignore[arg-type]
+        plot_gantt(gantt_bars(twin), gantt, title=twin.spec.name)  # type: ignore[arg-type]
         console.print(f"Gantt chart written to {gantt}")
 
 

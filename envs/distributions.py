@@ -105,8 +105,7 @@ class Triangular(_Dist):
     def _order(self) -> Triangular:
         if not (self.low <= self.mode <= self.high) or self.low == self.high:
             raise ValueError(
-                f"need low <= mode <= high and low < high, got {self.low}, {self.mode}, "
-                f"{self.high}"
+                f"need low <= mode <= high and low < high, got {self.low}, {self.mode}, {self.high}"
             )
         return self
 
@@ -304,7 +303,7 @@ def coerce_dist(value: Any) -> Any:
 class Sampler:
     """Draws from one distribution with one generator, a block at a time."""
 
-    __slots__ = ("_buf", "_dist", "_i", "_rng", "_const")
+    __slots__ = ("_buf", "_const", "_dist", "_i", "_rng")
 
     def __init__(self, dist: _Dist, rng: np.random.Generator) -> None:
         self._dist = dist

@@ -44,16 +44,25 @@ def gantt_bars(twin: Twin) -> list[dict[str, Any]]:
         elif kind == "start":
             if m in open_setup:
                 s0, j0 = open_setup.pop(m)
-                bars.append({"machine": names[m], "job": j0, "start": s0, "end": t,
-                             "kind": "setup"})
+                bars.append(
+                    {"machine": names[m], "job": j0, "start": s0, "end": t, "kind": "setup"}
+                )
             open_proc[m] = (t, job)
         elif kind == "finish" and m in open_proc:
             start, j = open_proc.pop(m)
-            bars.append({"machine": names[m], "job": j, "start": start, "end": t,
-                         "kind": "process"})
+            bars.append(
+                {"machine": names[m], "job": j, "start": start, "end": t, "kind": "process"}
+            )
         elif kind == "failure":
             open_down[m] = t
         elif kind == "repair" and m in open_down:
-            bars.append({"machine": names[m], "job": job, "start": open_down.pop(m), "end": t,
-                         "kind": "down"})
+            bars.append(
+                {
+                    "machine": names[m],
+                    "job": job,
+                    "start": open_down.pop(m),
+                    "end": t,
+                    "kind": "down",
+                }
+            )
     return bars

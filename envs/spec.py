@@ -320,8 +320,12 @@ def _fmt_error(err: Any) -> str:
     if typ == "missing":
         return f"{loc}: required field is missing"
     if typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
-              "less_than": "<"}[typ]
+        op = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[typ]
         bound = next(iter(ctx.values()))
         return f"{loc}: must be {op} {bound}, got {val!r}"
     if typ == "union_tag_invalid":
@@ -342,8 +346,9 @@ def _fmt_error(err: Any) -> str:
 def parse_spec(data: dict[str, Any], source: str | None = None) -> LineSpec:
     """Validate a spec given as plain data; raise :class:`SpecError` listing every problem."""
     if not isinstance(data, dict):
-        raise SpecError(f"(top level): expected a mapping of spec fields, got {type(data).__name__}",
-                        source)
+        raise SpecError(
+            f"(top level): expected a mapping of spec fields, got {type(data).__name__}", source
+        )
     try:
         spec = LineSpec.model_validate(data)
     except ValidationError as exc:

@@ -257,9 +257,12 @@ class Twin:
         self._seq = 0
         self._next_job = 0
         root = np.random.default_rng(seed)
-        n_streams = 2 + sum(len(p.routing) for p in spec.products) + 2 * sum(
-            s.machines for s in spec.stations
-        ) + len(spec.stations)
+        n_streams = (
+            2
+            + sum(len(p.routing) for p in spec.products)
+            + 2 * sum(s.machines for s in spec.stations)
+            + len(spec.stations)
+        )
         streams = iter(root.spawn(n_streams))
         self._rng_arrivals = next(streams)
         self._rng_mix = next(streams)
@@ -324,6 +327,7 @@ class Twin:
         self._dirty: set[int] = set()
         self._release_dirty = False
         self._pending: DecisionRequest | None = None
+        self._orders_left = -1  # counts down to 0 for order lists; negative = endless
         self.finished = False
         # initial events
         arr = spec.arrivals
@@ -335,6 +339,7 @@ class Twin:
             self._schedule(self._ia(), ARRIVAL, -1, 0)
         elif isinstance(arr, OrderList):
             pnames = [p.name for p in spec.products]
+            self._orders_left = sum(o.quantity for o in arr.orders)
             self._orders = []
             for o in arr.orders:
                 for _ in range(o.quantity):
@@ -417,14 +422,29 @@ class Twin:
         times = [s() for s in self._prod_samplers[p]]
         now = self.now
         due_t = due if due is not None else now + self._prod_allow[p]
-        job = Job(jid, p, self._prod_family[p], self._prod_route[p], times,
-                  self._prod_means[p], self._prod_remwork[p], now, due_t)
+        job = Job(
+            jid,
+            p,
+            self._prod_family[p],
+            self._prod_route[p],
+            times,
+            self._prod_means[p],
+            self._prod_remwork[p],
+            now,
+            due_t,
+        )
         self.pool.append(job)
         self._emit("arrival", jid, -1, -1)
         return job
 
     def _space(self, s: StationState) -> bool:
-        return len(s.buffer) < s.capacity and s.count < s.limit
+        """Can one more job enter ``s`` now? (a free machine takes a job even with no buffer)"""
+        if s.count >= s.limit:
+            return False
+        n = len(s.buffer)
+        if n < s.capacity:
+            return True
+        return n < s.capacity + sum(1 for m in s.machines if m.state == IDLE)
 
     def _enter(self, job: Job, s: StationState) -> None:
         now = self.now
@@ -483,17 +503,24 @@ class Twin:
             self._release_dirty = True
 
     # ---- processing -------------------------------------------------------------------
-    def _start(self, m: Machine, job: Job) -> None:
-        s = self.stations[m.station]
+    def _take(self, s: StationState, index: int) -> Job:
+        """Remove a job from the buffer (integrating the queue length first)."""
         now = self.now
         s.q_area += len(s.buffer) * (now - s.q_since)
         s.q_since = now
+        return s.buffer.pop(index)
+
+    def _start(self, m: Machine, job: Job) -> None:
+        s = self.stations[m.station]
+        now = self.now
         s.wait_sum += now - job.queue_entry_time
         s.wait_n += 1
         m.job = job
         setup = 0.0
-        if s.setup_default is not None and job.family != m.last_family and (
-            m.last_family is not None or s.setup_first
+        if (
+            s.setup_default is not None
+            and job.family != m.last_family
+            and (m.last_family is not None or s.setup_first)
         ):
             smp = s.setup_matrix.get((m.last_family or "", job.family), s.setup_default)
             setup = smp()
@@ -561,6 +588,7 @@ class Twin:
         del self.jobs_in_line[job.id]
         self._emit("departure", job.id, -1, -1)
         self.completed += 1
+        self._orders_left -= 1
         self.flow_sum += now - job.release_time
         self.lead_sum += now - job.arrival_time
         self.revenue += self._prod_revenue[job.product]
@@ -638,12 +666,12 @@ class Twin:
                 if not buf:
                     break
                 if len(buf) == 1 and auto:
-                    job = buf.pop()
+                    job = self._take(s, 0)
                 elif disp is None:
                     dirty.add(si)  # more machines here may still need a job
                     return DecisionRequest("dispatch", si, m.gid, tuple(buf))
                 else:
-                    job = buf.pop(disp.dispatch(buf, self.now, m.last_family))
+                    job = self._take(s, disp.dispatch(buf, self.now, m.last_family))
                 self._start(m, job)
 
     def dispatch(self, index: int) -> None:
@@ -657,7 +685,7 @@ class Twin:
             )
         self._pending = None
         s = self.stations[req.station]
-        self._start(self.machines[req.machine], s.buffer.pop(index))
+        self._start(self.machines[req.machine], self._take(s, index))
 
     def dispatch_job(self, job_id: int) -> None:
         """Answer the pending dispatch decision by job id (as a plant would name it)."""
@@ -700,6 +728,8 @@ class Twin:
         pop = heapq.heappop
         machines = self.machines
         while heap:
+            if self._orders_left == 0:
+                break  # every order of an order list has left: only failure clocks remain
             if heap[0][0] > until:
                 self._advance_clock(until)
                 return None
@@ -833,6 +863,7 @@ class Twin:
             tardiness_cost=tardy_cost,
             setup_cost=setup_cost,
             profit=self.revenue - wip_cost - tardy_cost - energy_cost - setup_cost,
+            stations=st_k,
         )
 
     def profit_so_far(self) -> float:

@@ -1,0 +1,131 @@
+"""Invariants of the engine on random specs (hypothesis): jobs are conserved, time never goes
+back, buffers never exceed capacity, a machine holds at most one job, routing order holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taktline.agents.rules import DISPATCH_RULES, get_rule
+from taktline.envs.spec import parse_spec
+from taktline.envs.twin import BLOCKED, Twin
+
+DISTS = st.one_of(
+    st.floats(0.1, 3.0).map(lambda v: {"dist": "deterministic", "value": v}),
+    st.floats(0.2, 2.0).map(lambda m: {"dist": "exponential", "mean": m}),
+    st.tuples(st.floats(0.1, 1.0), st.floats(0.0, 2.0)).map(
+        lambda t: {"dist": "uniform", "low": t[0], "high": t[0] + t[1]}
+    ),
+)
+
+
+@st.composite
+def line_specs(draw: Any) -> dict[str, Any]:
+    n_st = draw(st.integers(1, 4))
+    stations = []
+    for i in range(n_st):
+        station: dict[str, Any] = {
+            "name": f"s{i}",
+            "machines": draw(st.integers(1, 3)),
+            "buffer_capacity": draw(st.one_of(st.none(), st.integers(0, 3))),
+        }
+        if draw(st.booleans()):
+            station["failures"] = {
+                "time_to_failure": draw(DISTS),
+                "time_to_repair": draw(DISTS),
+                "basis": draw(st.sampled_from(["busy", "calendar"])),
+            }
+        if draw(st.booleans()):
+            station["setups"] = {"default": draw(DISTS)}
+        stations.append(station)
+    products = []
+    for p in range(draw(st.integers(1, 3))):
+        route = draw(st.lists(st.integers(0, n_st - 1), min_size=1, max_size=5))
+        products.append(
+            {
+                "name": f"p{p}",
+                "family": f"f{draw(st.integers(0, 1))}",
+                "due_date_allowance": draw(st.floats(1.0, 30.0)),
+                "routing": [{"station": f"s{r}", "processing_time": draw(DISTS)} for r in route],
+            }
+        )
+    kind = draw(st.sampled_from(["orders", "closed", "renewal"]))
+    if kind == "orders":
+        arrivals: dict[str, Any] = {
+            "kind": "orders",
+            "orders": [
+                {
+                    "product": f"p{draw(st.integers(0, len(products) - 1))}",
+                    "release_time": draw(st.floats(0, 20)),
+                }
+                for _ in range(draw(st.integers(1, 12)))
+            ],
+        }
+    elif kind == "closed":
+        arrivals = {"kind": "closed", "wip": draw(st.integers(1, 8))}
+    else:
+        arrivals = {"kind": "renewal", "interarrival_time": draw(DISTS)}
+    # keep open lines with unbounded buffers stable enough to be accepted
+    for s in stations:
+        if kind == "renewal" and s["buffer_capacity"] is None:
+            s["buffer_capacity"] = 5
+    return {"name": "random", "stations": stations, "products": products, "arrivals": arrivals}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=line_specs(), rule=st.sampled_from(DISPATCH_RULES), seed=st.integers(0, 2**16))
+def test_engine_invariants_hold_on_random_lines(data: dict[str, Any], rule: str, seed: int) -> None:
+    spec = parse_spec(data)
+    twin = Twin(spec, seed, get_rule(rule), log_events=True)
+    last = [0.0]
+    violations: list[str] = []
+
+    def check(t: float, kind: str, job: int, station: int, machine: int) -> None:
+        if t < last[0]:
+            violations.append(f"time went back from {last[0]} to {t} at {kind}")
+        last[0] = t
+        for s in twin.stations:
+            # a buffer may hold capacity + (machines free at this instant) for zero time
+            if len(s.buffer) > s.capacity + len(s.machines):
+                violations.append(f"{s.name}: {len(s.buffer)} jobs > capacity {s.capacity}")
+
+    twin.hooks.append(check)
+    twin.run(until=150.0)
+    assert not violations, violations[:3]
+    # every buffer at a decision-free instant respects its capacity
+    for s in twin.stations:
+        assert len(s.buffer) <= s.capacity or any(m.state == 0 for m in s.machines)
+    # conservation: created = in pool + in line + departed
+    log = twin.events()
+    created = sum(1 for e in log if e["event"] == "arrival")
+    departed = sum(1 for e in log if e["event"] == "departure")
+    places: list[int] = [j.id for j in twin.pool]
+    for s in twin.stations:
+        places.extend(j.id for j in s.buffer)
+    for m in twin.machines:
+        if m.job is not None:
+            places.append(m.job.id)
+        if m.state == BLOCKED:
+            assert m.job is not None
+    assert len(places) == len(set(places)), "a job is in two places at once"
+    assert created == len(places) + departed
+    assert twin.wip == len(places) - len(twin.pool)
+    # routing order: the stations where each job started are a prefix of its routing
+    routes = {j.id: j.route for j in twin.jobs_in_line.values()}
+    started: dict[str, list[str]] = {}
+    for e in log:
+        if e["event"] == "start":
+            started.setdefault(e["job"], []).append(e["station"])
+    names = [s.name for s in twin.stations]
+    for jid, route in routes.items():
+        seq = started.get(f"J-{jid}", [])
+        assert seq == [names[r] for r in route[: len(seq)]]
+    # per-machine: no overlapping processing
+    busy_until: dict[str, float] = {}
+    for e in log:
+        if e["event"] in ("start", "setup"):
+            assert e["time"] >= busy_until.get(e["machine"], 0.0) - 1e-9
+        if e["event"] == "finish":
+            busy_until[e["machine"]] = e["time"]
