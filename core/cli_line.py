@@ -13,6 +13,7 @@ from rich.table import Table
 from taktline.errors import SpecError
 
 console = Console()
+err_console = Console(stderr=True)  # progress and notes: keeps --json stdout clean
 
 
 def _print_json(data: object) -> None:
@@ -128,7 +129,7 @@ def simulate(
     results = {}
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True, disable=json_out) as progress:
+    with Progress(console=err_console, transient=True, disable=json_out) as progress:
         task = progress.add_task("simulating", total=len(rules) * replications)
         for rule in rules:
             runs = []
@@ -176,12 +177,12 @@ def _export(twin: object, events: Path | None, gantt: Path | None) -> None:
 
     if events is not None:
         export_events(twin, events)  # type: ignore[arg-type]
-        console.print(f"event log written to {events}")
+        err_console.print(f"event log written to {events}")
     if gantt is not None:
         from taktline.envs.jobshop.gantt import plot_gantt
 
         plot_gantt(gantt_bars(twin), gantt, title=twin.spec.name)  # type: ignore[arg-type]
-        console.print(f"Gantt chart written to {gantt}")
+        err_console.print(f"Gantt chart written to {gantt}")
 
 
 def register(app: typer.Typer) -> None:

@@ -327,10 +327,13 @@ def _fmt_error(err: Any) -> str:
             "less_than": "<",
         }[typ]
         bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
         return f"{loc}: must be {op} {bound}, got {val!r}"
     if typ == "union_tag_invalid":
         return (
-            f"{loc}: unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r};"
+            f"{loc}: unknown {str(ctx.get('discriminator', 'kind')).strip(chr(39))}"
+            f" {ctx.get('tag')!r};"
             f" choose one of {ctx.get('expected_tags')}"
         )
     if typ == "union_tag_not_found":
