@@ -468,19 +468,20 @@ class Twin:
 
     def _do_release(self, n: int) -> int:
         """Move up to ``n`` orders from the pool into the line, FIFO among those that fit."""
-        done = 0
-        if n <= 0 or not self.pool:
+        pool = self.pool
+        if n <= 0 or not pool:
             return 0
-        keep: deque[Job] = deque()
-        while self.pool and done < n:
-            job = self.pool.popleft()
+        done = 0
+        blocked: list[Job] = []
+        while pool and done < n:
+            job = pool.popleft()
             if self._space(self.stations[job.route[0]]):
                 self._release_one(job)
                 done += 1
             else:
-                keep.append(job)
-        keep.extend(self.pool)
-        self.pool = keep
+                blocked.append(job)
+        if blocked:
+            pool.extendleft(reversed(blocked))
         return done
 
     def _space_freed(self, s: StationState) -> None:
@@ -511,20 +512,23 @@ class Twin:
         return s.buffer.pop(index)
 
     def _start(self, m: Machine, job: Job) -> None:
+        # hot path: written out flat (one call per operation start, no helper calls)
         s = self.stations[m.station]
         now = self.now
         s.wait_sum += now - job.queue_entry_time
         s.wait_n += 1
         m.job = job
+        fam = job.family
         setup = 0.0
         if (
             s.setup_default is not None
-            and job.family != m.last_family
+            and fam != m.last_family
             and (m.last_family is not None or s.setup_first)
         ):
-            smp = s.setup_matrix.get((m.last_family or "", job.family), s.setup_default)
+            smp = s.setup_matrix.get((m.last_family or "", fam), s.setup_default)
             setup = smp()
-        m.last_family = job.family
+        m.last_family = fam
+        log = self.log
         if setup > 0:
             s.setups += 1
             self._set_state(m, SETUP)
@@ -532,10 +536,25 @@ class Twin:
             m.finish_time = now + setup
             m.pending_setup = True
             self._schedule(now + setup, FINISH, m.gid, m.token)
-        else:
+        elif m.busy_basis:
             self._emit("start", job.id, s.index, m.gid)
             self._begin_process(m, job.times[job.step])
-        self._space_freed(s)
+        else:
+            if log is not None:
+                log.append((now, "start", job.id, s.index, m.gid))
+            if self.hooks:
+                for h in self.hooks:
+                    h(now, "start", job.id, s.index, m.gid)
+            m.pending_setup = False
+            m.state_time[m.state] += now - m.since
+            m.since = now
+            m.state = BUSY
+            t = now + job.times[job.step]
+            m.finish_time = t
+            self._seq += 1
+            heapq.heappush(self._heap, (t, self._seq, FINISH, m.gid, m.token))
+        if s.blocked or (self.pool and s.index in self._entry_stations):
+            self._space_freed(s)
 
     def _begin_process(self, m: Machine, duration: float) -> None:
         now = self.now
@@ -550,16 +569,19 @@ class Twin:
         self._schedule(now + duration, FINISH, m.gid, m.token)
 
     def _finish(self, m: Machine) -> None:
+        job = m.job
+        assert job is not None
         if m.pending_setup:
-            job = m.job
-            assert job is not None
             self._emit("start", job.id, m.station, m.gid)
             self._begin_process(m, job.times[job.step])
             return
-        job = m.job
-        assert job is not None
         s = self.stations[m.station]
-        self._emit("finish", job.id, s.index, m.gid)
+        now = self.now
+        if self.log is not None:
+            self.log.append((now, "finish", job.id, s.index, m.gid))
+        if self.hooks:
+            for h in self.hooks:
+                h(now, "finish", job.id, s.index, m.gid)
         if not job.advance():
             m.job = None
             s.count -= 1
@@ -569,13 +591,23 @@ class Twin:
             self._space_freed(s)
             return
         nxt = self.stations[job.route[job.step]]
-        if self._space(nxt):
+        if nxt.count < nxt.limit and (len(nxt.buffer) < nxt.capacity or self._space(nxt)):
             m.job = None
             s.count -= 1
-            self._set_state(m, IDLE)
-            self._dirty.add(s.index)
-            self._enter(job, nxt)
-            self._space_freed(s)
+            m.state_time[m.state] += now - m.since
+            m.since = now
+            m.state = IDLE
+            dirty = self._dirty
+            dirty.add(s.index)
+            buf = nxt.buffer
+            nxt.q_area += len(buf) * (now - nxt.q_since)
+            nxt.q_since = now
+            job.queue_entry_time = now
+            buf.append(job)
+            nxt.count += 1
+            dirty.add(nxt.index)
+            if s.blocked or (self.pool and s.index in self._entry_stations):
+                self._space_freed(s)
         else:
             self._set_state(m, BLOCKED)
             nxt.blocked.append(m)
@@ -641,6 +673,7 @@ class Twin:
         dirty = self._dirty
         stations = self.stations
         disp = self.dispatcher
+        fifo = getattr(disp, "name", None) == "FIFO"
         auto = self.auto_single
         while True:
             if self._release_dirty:
@@ -654,25 +687,33 @@ class Twin:
                     self._do_release(n)
             if not dirty:
                 return None
-            si = dirty.pop() if len(dirty) == 1 else min(dirty)
-            dirty.discard(si)
+            if len(dirty) == 1:
+                si = dirty.pop()
+            else:
+                si = min(dirty)
+                dirty.discard(si)
             s = stations[si]
             buf = s.buffer
             if not buf:
                 continue
             for m in s.machines:
-                if m.state != IDLE:
+                if m.state:  # not IDLE (== 0)
                     continue
                 if not buf:
                     break
                 if len(buf) == 1 and auto:
-                    job = self._take(s, 0)
+                    k = 0
                 elif disp is None:
                     dirty.add(si)  # more machines here may still need a job
                     return DecisionRequest("dispatch", si, m.gid, tuple(buf))
+                elif fifo:
+                    k = 0  # buffers are kept in order of entry
                 else:
-                    job = self._take(s, disp.dispatch(buf, self.now, m.last_family))
-                self._start(m, job)
+                    k = disp.dispatch(buf, self.now, m.last_family)
+                now = self.now
+                s.q_area += len(buf) * (now - s.q_since)
+                s.q_since = now
+                self._start(m, buf.pop(k))
 
     def dispatch(self, index: int) -> None:
         """Answer the pending dispatch decision: start candidate ``index``."""
@@ -727,20 +768,22 @@ class Twin:
         heap = self._heap
         pop = heapq.heappop
         machines = self.machines
+        dirty = self._dirty
+        finish = self._finish
         while heap:
-            if self._orders_left == 0:
-                break  # every order of an order list has left: only failure clocks remain
-            if heap[0][0] > until:
+            t = heap[0][0]
+            if t > until:
                 self._advance_clock(until)
                 return None
-            t = heap[0][0]
+            if self._orders_left == 0:
+                break  # every order of an order list has left: only failure clocks remain
             self.now = t
-            while heap and heap[0][0] == t:
+            while True:
                 _, _, kind, mi, token = pop(heap)
                 if kind == FINISH:
                     m = machines[mi]
                     if token == m.token:
-                        self._finish(m)
+                        finish(m)
                 elif kind == ARRIVAL:
                     self._arrival(token)
                 elif kind == FAIL:
@@ -754,12 +797,15 @@ class Twin:
                     self._pending = DecisionRequest("release", pool_size=len(self.pool))
                 elif kind == WARMUP:
                     self._reset_stats()
+                if not heap or heap[0][0] != t:
+                    break
             if self._pending is not None:
                 return self._pending
-            req = self._resolve()
-            if req is not None:
-                self._pending = req
-                return req
+            if dirty or self._release_dirty:
+                req = self._resolve()
+                if req is not None:
+                    self._pending = req
+                    return req
         self.finished = True
         return None
 
