@@ -57,6 +57,7 @@ def _taktline(scheme: str) -> Callable[[], None]:
 
 def _taktline_batch(scheme: str, size: int) -> Callable[[], None]:
     import numpy as np
+
     from taktline.envs.jobshop.batch import JobShopBatch
 
     batch = JobShopBatch(load_bundled("ta01"), size, scheme)

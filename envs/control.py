@@ -23,22 +23,28 @@ class Candidate(Protocol):
     a plant's MES would know them; the twin draws the actual times.
     """
 
-    id: int
-    family: str
-    processing_time: float
-    remaining_work: float
-    remaining_ops: int
-    due_date: float
-    arrival_time: float
-    queue_entry_time: float
+    @property
+    def id(self) -> int: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def processing_time(self) -> float: ...
+    @property
+    def remaining_work(self) -> float: ...
+    @property
+    def remaining_ops(self) -> int: ...
+    @property
+    def due_date(self) -> float: ...
+    @property
+    def arrival_time(self) -> float: ...
+    @property
+    def queue_entry_time(self) -> float: ...
 
 
 class DispatchController(Protocol):
     """Chooses which waiting job a free machine starts."""
 
-    def dispatch(
-        self, candidates: Sequence[Candidate], now: float, last_family: str | None
-    ) -> int:
+    def dispatch(self, candidates: Sequence[Candidate], now: float, last_family: str | None) -> int:
         """Return the index (into ``candidates``) of the job to start."""
         ...
 

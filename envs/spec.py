@@ -44,8 +44,8 @@ class _Model(BaseModel):
 class Failures(_Model):
     """Machine breakdowns: time to failure and time to repair, per machine."""
 
-    time_to_failure: Dist
-    time_to_repair: Dist
+    time_to_failure: Dist = Field(description="time between breakdowns")
+    time_to_repair: Dist = Field(description="time to repair a breakdown")
     basis: Literal["busy", "calendar"] = Field(
         "calendar",
         description="count time to failure in calendar time or only while the machine is busy",
@@ -80,25 +80,25 @@ class Power(_Model):
 
 
 class Station(_Model):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="unique station name")
     machines: int = Field(1, ge=1, description="identical parallel machines")
     buffer_capacity: int | None = Field(
         None, ge=0, description="jobs that may wait in the input buffer; null = unbounded"
     )
-    failures: Failures | None = None
-    setups: Setups | None = None
-    power: Power = Field(default_factory=Power)
+    failures: Failures | None = Field(None, description="breakdowns of each machine")
+    setups: Setups | None = Field(None, description="changeovers between product families")
+    power: Power = Field(default_factory=Power, description="power draw per machine state")
 
 
 class Step(_Model):
-    station: str
-    processing_time: Dist
+    station: str = Field(description="name of a station in `stations`")
+    processing_time: Dist = Field(description="processing time of this step")
 
 
 class Product(_Model):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="unique product name")
     family: str | None = Field(None, description="setup family; defaults to the product name")
-    routing: list[Step] = Field(min_length=1)
+    routing: list[Step] = Field(min_length=1, description="the ordered processing steps")
     revenue: float = Field(0.0, ge=0, description="revenue per finished unit")
     due_date_allowance: float | None = Field(
         None, ge=0, description="due date = arrival time + this allowance"
@@ -114,10 +114,10 @@ class Product(_Model):
 
 
 class Order(_Model):
-    product: str
-    release_time: float = Field(0.0, ge=0)
-    due_date: float | None = Field(None, ge=0)
-    quantity: int = Field(1, ge=1)
+    product: str = Field(description="name of a product in `products`")
+    release_time: float = Field(0.0, ge=0, description="when the order arrives")
+    due_date: float | None = Field(None, ge=0, description="absolute due date")
+    quantity: int = Field(1, ge=1, description="units (each a job)")
 
 
 class PoissonArrivals(_Model):
@@ -128,21 +128,21 @@ class PoissonArrivals(_Model):
 
 class RenewalArrivals(_Model):
     kind: Literal["renewal"] = "renewal"
-    interarrival_time: Dist
-    mix: dict[str, float] | None = None
+    interarrival_time: Dist = Field(description="time between order arrivals")
+    mix: dict[str, float] | None = Field(None, description="product -> weight; default equal")
 
 
 class OrderList(_Model):
     kind: Literal["orders"] = "orders"
-    orders: list[Order] = Field(min_length=1)
+    orders: list[Order] = Field(min_length=1, description="the fixed order list")
 
 
 class ClosedLoop(_Model):
     """A closed CONWIP loop: a new order enters the moment one leaves (infinite backlog)."""
 
     kind: Literal["closed"] = "closed"
-    wip: int = Field(ge=1)
-    mix: dict[str, float] | None = None
+    wip: int = Field(ge=1, description="orders in the loop (CONWIP cap)")
+    mix: dict[str, float] | None = Field(None, description="product -> weight; default equal")
 
 
 Arrivals = Annotated[
@@ -160,13 +160,13 @@ class Costs(_Model):
 class LineSpec(_Model):
     """A production line or job shop. Times are in ``time_unit``."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    time_unit: Literal["s", "min", "h"] = "min"
-    stations: list[Station] = Field(min_length=1)
-    products: list[Product] = Field(min_length=1)
-    arrivals: Arrivals
-    costs: Costs = Field(default_factory=Costs)
+    name: str = Field(min_length=1, description="the line's name")
+    description: str = Field("", description="free text shown by `taktline lines`")
+    time_unit: Literal["s", "min", "h"] = Field("min", description="unit of every time")
+    stations: list[Station] = Field(min_length=1, description="the stations (see below)")
+    products: list[Product] = Field(min_length=1, description="products and their routings")
+    arrivals: Arrivals = Field(description="how orders arrive: poisson, renewal, orders, closed")
+    costs: Costs = Field(default_factory=Costs, description="cost rates for profit")
     horizon: float | None = Field(None, gt=0, description="default simulated time")
     warmup: float = Field(0.0, ge=0, description="default warm-up deleted from statistics")
 
@@ -267,12 +267,23 @@ class LineSpec(_Model):
     def warnings(self) -> list[str]:
         """Problems that do not stop a run but deserve a look (a line loaded close to 1)."""
         utils = self.utilizations() or []
-        return [
-            f"stations[{i}] ({st.name}): utilization {u:.3f} is close to 1; queues will be long"
-            " and statistics slow to settle"
-            for i, (st, u) in enumerate(zip(self.stations, utils, strict=False))
-            if 0.95 <= u < 1.0
-        ]
+        rate = self.arrival_rate() or 0.0
+        out = []
+        for i, (st, u) in enumerate(zip(self.stations, utils, strict=False)):
+            if 0.95 <= u < 1.0:
+                out.append(
+                    f"stations[{i}] ({st.name}): utilization {u:.3f} is close to 1; queues will"
+                    " be long and statistics slow to settle"
+                )
+            elif st.setups is not None and u < 0.95:
+                worst = u + rate * st.setups.default.mean / st.machines
+                if worst >= 0.95:
+                    out.append(
+                        f"stations[{i}] ({st.name}): utilization {u:.3f} before setups, {worst:.3f}"
+                        " if every job needs one; the dispatching rule decides whether this"
+                        " station keeps up (group families, e.g. --policy SAME)"
+                    )
+        return out
 
     def spec_hash(self) -> str:
         """Content hash of the normalized spec: policies record it to detect a changed line."""

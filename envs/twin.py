@@ -943,7 +943,7 @@ class Twin:
 def _exp_dist(mean: float) -> Any:
     from taktline.envs.distributions import Exponential
 
-    return Exponential(mean=mean)
+    return Exponential(mean_=mean)
 
 
 def simulate(

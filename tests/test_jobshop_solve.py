@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from taktline.agents.cpsat import replay, solve
 from taktline.agents.jobshop_dispatch import dispatch
 from taktline.agents.rules import get_rule
@@ -16,7 +18,6 @@ from taktline.envs.jobshop import JobShopInstance, check_schedule, load_bundled
 from taktline.envs.jobshop.gantt import GanttBar, bars_from_schedule, plot_gantt
 from taktline.envs.jobshop.generators import flexible, taillard_like, with_release_and_due_dates
 from taktline.errors import SpecError
-from typer.testing import CliRunner
 
 RULES = ("SPT", "LPT", "MWKR", "MOPNR", "FIFO")
 KEYS = {

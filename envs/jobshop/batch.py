@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import numpy as np
+
 from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.envs.jobshop.schedule import SCHEMES
 from taktline.errors import InfeasibleActionError, SpecError

@@ -17,6 +17,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+
 from taktline.envs.jobshop.instance import JobShopInstance, Operation
 from taktline.errors import SpecError
 

@@ -56,13 +56,13 @@ def check_schedule(instance: JobShopInstance, schedule: Sequence[ScheduledOperat
     for j, ops in enumerate(instance.jobs):
         ready = releases[j]
         for i in range(len(ops)):
-            so = seen.get((j, i))
-            if so is None:
+            found = seen.get((j, i))
+            if found is None:
                 problems.append(f"job {j} op {i}: missing")
                 break
-            if so.start < ready:
-                problems.append(f"job {j} op {i}: starts at {so.start} before {ready}")
-            ready = so.end
+            if found.start < ready:
+                problems.append(f"job {j} op {i}: starts at {found.start} before {ready}")
+            ready = found.end
     by_machine: dict[int, list[ScheduledOperation]] = {}
     for so in seen.values():
         by_machine.setdefault(so.machine, []).append(so)

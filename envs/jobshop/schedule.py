@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
+
 from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.errors import InfeasibleActionError, SpecError
 
