@@ -30,36 +30,26 @@ SAME      setup-aware: jobs of the machine's current family first, then FIFO
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from taktline.envs.control import Candidate
+from taktline.envs.priorities import DISPATCH_RULES, KeyFn, best_index, priorities, rule_key
 from taktline.errors import PolicyError
 
-KeyFn = Callable[[Candidate, float, str | None, float], float]
+__all__ = [
+    "DISPATCH_RULES",
+    "RELEASE_RULES",
+    "ConwipRelease",
+    "DispatchRule",
+    "ImmediateRelease",
+    "KanbanRelease",
+    "KeyFn",
+    "ReleaseRule",
+    "get_release_rule",
+    "get_rule",
+]
 
-
-def _atc_key(c: Candidate, now: float, last_family: str | None, p_bar: float, k: float) -> float:
-    p = max(c.processing_time, 1e-12)
-    slack = max(0.0, c.due_date - p - now)
-    scale = max(k * p_bar, 1e-12)
-    return -(1.0 / p) * math.exp(-slack / scale)
-
-
-_KEYS: dict[str, KeyFn] = {
-    "FIFO": lambda c, now, lf, pb: c.queue_entry_time,
-    "SPT": lambda c, now, lf, pb: c.processing_time,
-    "LPT": lambda c, now, lf, pb: -c.processing_time,
-    "EDD": lambda c, now, lf, pb: c.due_date,
-    "MWKR": lambda c, now, lf, pb: -c.remaining_work,
-    "MOPNR": lambda c, now, lf, pb: -float(c.remaining_ops),
-    "CR": lambda c, now, lf, pb: (c.due_date - now) / max(c.remaining_work, 1e-12),
-    "ATC": lambda c, now, lf, pb: _atc_key(c, now, lf, pb, 2.0),
-    "SAME": lambda c, now, lf, pb: 0.0 if (lf is not None and c.family == lf) else 1.0,
-}
-
-DISPATCH_RULES: tuple[str, ...] = tuple(_KEYS)
 RELEASE_RULES: tuple[str, ...] = ("IMMEDIATE", "CONWIP", "KANBAN")
 
 
@@ -74,41 +64,15 @@ class DispatchRule:
         self, candidates: Sequence[Candidate], now: float, last_family: str | None
     ) -> list[float]:
         """The priority key of each candidate (smaller starts first)."""
-        name = self.name
-        # the common rules read one attribute; avoid a Python call per candidate
-        if name == "SPT":
-            return [c.processing_time for c in candidates]
-        if name == "LPT":
-            return [-c.processing_time for c in candidates]
-        if name == "EDD":
-            return [c.due_date for c in candidates]
-        if name == "MWKR":
-            return [-c.remaining_work for c in candidates]
-        if name == "MOPNR":
-            return [-float(c.remaining_ops) for c in candidates]
-        if name == "FIFO":
-            return [c.queue_entry_time for c in candidates]
-        p_bar = 0.0
-        if name == "ATC":
-            p_bar = sum(c.processing_time for c in candidates) / max(len(candidates), 1)
-        key = self.key
-        return [key(c, now, last_family, p_bar) for c in candidates]
+        return priorities(self.name, candidates, now, last_family, self.key)
 
-    def dispatch(
-        self, candidates: Sequence[Candidate], now: float, last_family: str | None
-    ) -> int:
+    def dispatch(self, candidates: Sequence[Candidate], now: float, last_family: str | None) -> int:
         n = len(candidates)
         if n == 0:
             raise PolicyError(f"rule {self.name}: asked to dispatch with no waiting job")
         if n == 1:
             return 0
-        keys = self.priorities(candidates, now, last_family)
-        best = min(keys)
-        first = keys.index(best)
-        ties = [i for i in range(first, n) if keys[i] == best]
-        if len(ties) == 1:
-            return first
-        return min(ties, key=lambda i: (candidates[i].queue_entry_time, candidates[i].id))
+        return best_index(self.priorities(candidates, now, last_family), candidates)
 
 
 @dataclass(frozen=True)
@@ -163,12 +127,7 @@ ReleaseRule = ImmediateRelease | ConwipRelease | KanbanRelease
 
 def get_rule(name: str) -> DispatchRule:
     """The dispatching rule called ``name`` (case-insensitive)."""
-    key = name.upper()
-    if key not in _KEYS:
-        raise PolicyError(
-            f"unknown dispatching rule {name!r}; choose one of {', '.join(DISPATCH_RULES)}"
-        )
-    return DispatchRule(key, _KEYS[key])
+    return DispatchRule(name.upper(), rule_key(name))
 
 
 def get_release_rule(text: str) -> ReleaseRule:

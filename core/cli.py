@@ -22,6 +22,7 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "taktline.cli_line",
     "taktline.cli_jobshop",
+    "taktline.cli_envs",
     "taktline.cli_demo",
 )
 

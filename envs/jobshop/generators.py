@@ -177,4 +177,12 @@ def with_release_and_due_dates(
             raise SpecError(f"due_factor: must be > 0, got {due_factor}")
         work = [sum(min(p for _, p in alts) for alts in ops) for ops in instance.jobs]
         dues = tuple(r + math.ceil(due_factor * w) for r, w in zip(releases, work, strict=True))
-    return replace(instance, release_dates=releases, due_dates=dues)
+    # the published bounds hold for the instance without release dates; drop them
+    return replace(
+        instance,
+        release_dates=releases,
+        due_dates=dues,
+        optimum=None,
+        lower_bound=None,
+        upper_bound=None,
+    )

@@ -1,0 +1,187 @@
+"""Snapshot -> observation and action -> decision: the one code path of training and serving.
+
+A **codec** belongs to an environment id and its kwargs. It turns a snapshot (plain data, see
+:mod:`taktline.envs.snapshot` for lines and :mod:`taktline.envs.encoding_jobshop` for job
+shops) into an observation and a feasibility mask, and an action back into a domain decision.
+Environments build their observations through their codec, and serving builds a codec with
+:func:`make_codec` from a policy bundle's env id and kwargs, without building an environment.
+
+>>> from taktline.envs.twin import Twin
+>>> from taktline.envs.spec import load_spec
+>>> twin = Twin(load_spec("bodyshop"), seed=3)
+>>> request = twin.run_until_decision()
+>>> snap = twin.snapshot()
+>>> obs, mask = encode(snap, "taktline/LineDispatch-v0", {"line": "bodyshop"})
+>>> obs.dtype, int(mask.sum()) == len(request.candidates)
+(dtype('float32'), True)
+>>> decode(snap, 0, "taktline/LineDispatch-v0", {"line": "bodyshop"})["kind"]
+'dispatch'
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+from taktline.envs.control import Candidate
+from taktline.envs.encoding_jobshop import JobShopCodec, jobshop_candidates
+from taktline.envs.encoding_line import LineDispatchCodec, candidates_from_line_snapshot
+from taktline.envs.encoding_release import LineReleaseCodec
+from taktline.envs.spec import LineSpec, load_spec
+from taktline.errors import PolicyError
+
+JOBSHOP_ID = "taktline/JobShop-v0"
+LINE_DISPATCH_ID = "taktline/LineDispatch-v0"
+LINE_RELEASE_ID = "taktline/LineRelease-v0"
+ENV_IDS: tuple[str, ...] = (JOBSHOP_ID, LINE_DISPATCH_ID, LINE_RELEASE_ID)
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Observation and action spaces of an env, and the two functions between them and data."""
+
+    observation_space: gym.spaces.Space[Any]
+    action_space: gym.spaces.Discrete
+
+    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(observation float32, mask bool of shape (action_space.n,))``."""
+        ...
+
+    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+        """The domain decision; raises InfeasibleActionError for a masked action."""
+        ...
+
+
+def resolve_line(line: str | LineSpec) -> LineSpec:
+    """A line spec from a bundled name, a file path or a spec (cached by name)."""
+    if isinstance(line, LineSpec):
+        return line
+    return _load_line(str(line))
+
+
+@lru_cache(maxsize=32)
+def _load_line(ref: str) -> LineSpec:
+    return load_spec(ref)
+
+
+def make_codec(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Codec:
+    """Build the codec of ``env_id`` with ``env_kwargs`` (without building the env).
+
+    Only the kwargs that shape observations and actions are read; others (``render_mode``,
+    ``horizon``, ``reward``...) are ignored. A job shop without ``max_jobs``/``max_machines``
+    takes them from its ``instance``.
+
+    Raises:
+        PolicyError: for an unknown env id or bad kwargs.
+    """
+    kw = dict(env_kwargs or {})
+    dict_obs = bool(kw.get("dict_obs", False))
+    if env_id == LINE_DISPATCH_ID:
+        from taktline.envs.priorities import DISPATCH_RULES
+
+        return LineDispatchCodec(
+            resolve_line(kw.get("line", "bodyshop")),
+            max_queue=int(kw.get("max_queue", 10)),
+            action_mode=str(kw.get("action_mode", "job")),
+            rules=tuple(kw.get("rules", DISPATCH_RULES)),
+            dict_obs=dict_obs,
+        )
+    if env_id == LINE_RELEASE_ID:
+        return LineReleaseCodec(
+            resolve_line(kw.get("line", "bodyshop")),
+            action_mode=str(kw.get("action_mode", "count")),
+            max_release=int(kw.get("max_release", 8)),
+            dict_obs=dict_obs,
+        )
+    if env_id == JOBSHOP_ID:
+        max_jobs, max_machines = kw.get("max_jobs"), kw.get("max_machines")
+        if max_jobs is None or max_machines is None:
+            from taktline.envs.env_jobshop import instance_size
+
+            n_j, n_m = instance_size(kw.get("instance", "ft06"))
+            max_jobs = n_j if max_jobs is None else max_jobs
+            max_machines = n_m if max_machines is None else max_machines
+        return JobShopCodec(int(max_jobs), int(max_machines), dict_obs=dict_obs)
+    raise PolicyError(f"env id: unknown {env_id!r}; choose one of {', '.join(ENV_IDS)}")
+
+
+@lru_cache(maxsize=64)
+def _cached_codec(env_id: str, kwargs_json: str) -> Codec:
+    return make_codec(env_id, json.loads(kwargs_json))
+
+
+def _codec_for(
+    snapshot: dict[str, Any], env_id: str | None, env_kwargs: dict[str, Any] | None
+) -> Codec:
+    if env_id is None:
+        env_id = infer_env_id(snapshot)
+    kw = dict(env_kwargs or {})
+    if env_id == JOBSHOP_ID:
+        kw.setdefault("max_jobs", len(snapshot.get("jobs", ())))
+        kw.setdefault("max_machines", len(snapshot.get("machines", ())))
+    elif "line" not in kw:
+        if "line" not in snapshot:
+            raise PolicyError("env_kwargs.line: name the line (the snapshot has no 'line' field)")
+        kw["line"] = snapshot["line"]
+    try:
+        key = json.dumps(kw, sort_keys=True)
+    except TypeError:  # a LineSpec or instance object: not cacheable by value
+        return make_codec(env_id, kw)
+    return _cached_codec(env_id, key)
+
+
+def infer_env_id(snapshot: dict[str, Any]) -> str:
+    """The env id a snapshot belongs to: job shop, line release or line dispatch."""
+    if snapshot.get("kind") == "jobshop":
+        return JOBSHOP_ID
+    decision = snapshot.get("decision") or {}
+    return LINE_RELEASE_ID if decision.get("kind") == "release" else LINE_DISPATCH_ID
+
+
+def encode(
+    snapshot: dict[str, Any],
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Observation and action mask of ``snapshot`` for env ``env_id`` with ``env_kwargs``.
+
+    Args:
+        snapshot: A line or job-shop snapshot (plain data).
+        env_id: The env the policy was trained on (default: inferred from the snapshot).
+        env_kwargs: Its kwargs (default: the line named in the snapshot, or the job shop's
+            size).
+    """
+    return _codec_for(snapshot, env_id, env_kwargs).encode(snapshot)
+
+
+def decode(
+    snapshot: dict[str, Any],
+    action: int,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The decision ``action`` means on ``snapshot`` (arguments as in :func:`encode`).
+
+    Raises:
+        InfeasibleActionError: for an action the mask forbids.
+    """
+    return _codec_for(snapshot, env_id, env_kwargs).decode(snapshot, action)
+
+
+def candidates_from_snapshot(snapshot: dict[str, Any]) -> list[Candidate]:
+    """The candidates of the snapshot's pending dispatch decision, as rule Candidates.
+
+    A dispatching rule can then decide on a posted snapshot (serving's fallback)::
+
+        k = get_rule("SPT").dispatch(cands, snapshot["time"], last_family)
+
+    Raises:
+        PolicyError: when the snapshot has no pending dispatch decision.
+    """
+    if snapshot.get("kind") == "jobshop":
+        return list(jobshop_candidates(snapshot))
+    return list(candidates_from_line_snapshot(snapshot))

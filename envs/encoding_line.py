@@ -1,0 +1,415 @@
+"""Codec of ``taktline/LineDispatch-v0`` and what both line codecs share.
+
+Line snapshot -> observation and mask, action -> decision (the release codec is in
+:mod:`taktline.envs.encoding_release`).
+
+Both codecs read a line snapshot (:mod:`taktline.envs.snapshot`) and nothing else, so a plant can
+post its own snapshot to the serving API and get the observation a policy trained on. The
+environments take a faster path straight from the twin (:meth:`LineDispatchCodec.encode_twin`)
+that extracts the *same* numbers into a :class:`LineView`; one feature function turns a view
+into an observation, and the tests check both paths agree at every step.
+
+Observation layout (all float32, clipped to ``[-CLIP, CLIP]``; ``ts`` is the spec's mean total
+processing time of an order, ``ws`` four times its machine count):
+
+* global: ``wip / ws``, ``pool / ws``;
+* per station: queue length over its buffer capacity (or 4x its machines when unbounded), and
+  the share of its machines that are idle, in setup, busy, blocked and down, then 1 for the
+  station of the pending dispatch decision;
+* dispatch only: the deciding machine's last family (one-hot over the spec's families, then
+  "none"), and ``max_queue`` slots, one per waiting job in queue order: valid, processing time
+  / ts, remaining work / ts, remaining operations / longest routing, (due date - now) / ts
+  (CLIP when none), waiting time / ts, same family as the machine, family one-hot;
+* release only: see :mod:`taktline.envs.encoding_release`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+from taktline.envs.priorities import DISPATCH_RULES, rule_choice, rule_key
+from taktline.envs.spec import LineSpec
+from taktline.errors import InfeasibleActionError, PolicyError
+
+if TYPE_CHECKING:
+    from taktline.envs.twin import Twin
+
+CLIP = 10.0
+_STATE_INDEX = {"idle": 0, "setup": 1, "busy": 2, "blocked": 3, "down": 4}
+_INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCandidate:
+    """A waiting job read from a snapshot; follows the :class:`~taktline.envs.control.Candidate`
+    protocol so a dispatching rule can decide on a posted snapshot.
+
+    ``id`` is the number in a ``J-<n>`` job id (as the twin names jobs) or, for other names,
+    the job's position in the queue; ``name`` keeps the id as posted.
+    """
+
+    id: int
+    name: str
+    family: str
+    processing_time: float
+    remaining_work: float
+    remaining_ops: int
+    due_date: float
+    arrival_time: float
+    queue_entry_time: float
+
+
+def job_number(name: str, position: int) -> int:
+    """The integer id of a job named ``name`` (``"J-12"`` -> 12, else ``position``)."""
+    head, _, tail = name.rpartition("-")
+    return int(tail) if head == "J" and tail.isdigit() else position
+
+
+def snapshot_candidate(rec: dict[str, Any], position: int) -> SnapshotCandidate:
+    due = rec.get("due_date")
+    name = str(rec["id"])
+    return SnapshotCandidate(
+        id=job_number(name, position),
+        name=name,
+        family=str(rec.get("family") or rec.get("product") or ""),
+        processing_time=float(rec["processing_time"]),
+        remaining_work=float(rec["remaining_work"]),
+        remaining_ops=int(rec["remaining_ops"]),
+        due_date=_INF if due is None else float(due),
+        arrival_time=float(rec.get("arrival_time", 0.0)),
+        queue_entry_time=float(rec.get("queue_entry_time", 0.0)),
+    )
+
+
+@dataclass(slots=True)
+class LineView:
+    """The numbers an observation is built from (extracted from a snapshot or a twin)."""
+
+    time: float
+    wip: int
+    pool: int
+    queue_len: list[int]
+    states: list[list[int]]  # per station: machines idle, setup, busy, blocked, down
+    station: int = -1  # station of the pending dispatch decision
+    machine_family: str | None = None
+    # waiting jobs at the decision station: (p, remaining work, remaining ops, due, queued, family)
+    queue: list[tuple[float, float, int, float, float, str]] = field(default_factory=list)
+    # orders in the pool: (remaining work, due date)
+    pool_jobs: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _pending_station(snapshot: dict[str, Any], names: list[str]) -> tuple[int, dict[str, Any]]:
+    decision = snapshot.get("decision")
+    if not decision or decision.get("kind") != "dispatch":
+        raise PolicyError(
+            "snapshot.decision: expected a pending dispatch decision "
+            f'{{"kind": "dispatch", "station": ..., "machine": ...}}, got {decision!r}'
+        )
+    station = decision.get("station")
+    if station not in names:
+        raise PolicyError(
+            f"snapshot.decision.station: unknown station {station!r}; the line has "
+            f"{', '.join(names)}"
+        )
+    return names.index(station), decision
+
+
+def candidates_from_line_snapshot(snapshot: dict[str, Any]) -> list[SnapshotCandidate]:
+    """The jobs waiting at the station of the snapshot's pending dispatch decision."""
+    names = [s["name"] for s in snapshot["stations"]]
+    si, _ = _pending_station(snapshot, names)
+    return [snapshot_candidate(rec, k) for k, rec in enumerate(snapshot["stations"][si]["queue"])]
+
+
+def machine_family(snapshot: dict[str, Any]) -> str | None:
+    """The family last processed by the machine of the pending dispatch decision."""
+    names = [s["name"] for s in snapshot["stations"]]
+    si, decision = _pending_station(snapshot, names)
+    for m in snapshot["stations"][si]["machines"]:
+        if m.get("id") == decision.get("machine"):
+            fam = m.get("family")
+            return None if fam is None else str(fam)
+    raise PolicyError(
+        f"snapshot.decision.machine: {decision.get('machine')!r} is not a machine of station "
+        f"{names[si]!r}"
+    )
+
+
+class LineCodecBase:
+    """What both line codecs share: spec constants, the station block, snapshot parsing."""
+
+    env_id = ""
+
+    def __init__(self, spec: LineSpec, dict_obs: bool) -> None:
+        self.spec = spec
+        self.dict_obs = dict_obs
+        self.station_names = [s.name for s in spec.stations]
+        self.families: list[str] = []
+        for p in spec.products:
+            if p.family_name not in self.families:
+                self.families.append(p.family_name)
+        self._family_index = {f: i for i, f in enumerate(self.families)}
+        self.time_scale = max(spec.raw_process_time(), 1e-9)
+        self.wip_scale = 4.0 * sum(s.machines for s in spec.stations)
+        self.queue_scale = [
+            float(s.buffer_capacity) if s.buffer_capacity else 4.0 * s.machines
+            for s in spec.stations
+        ]
+        self.n_machines = [s.machines for s in spec.stations]
+        self.max_ops = max(len(p.routing) for p in spec.products)
+
+    # -- spaces ------------------------------------------------------------------------
+    def _spaces(self, n_obs: int, n_actions: int) -> None:
+        self.flat_space = gym.spaces.Box(-CLIP, CLIP, shape=(n_obs,), dtype=np.float32)
+        self.action_space: gym.spaces.Discrete = gym.spaces.Discrete(n_actions)
+        self.observation_space: gym.spaces.Space[Any] = (
+            gym.spaces.Dict(
+                {
+                    "observations": self.flat_space,
+                    "action_mask": gym.spaces.Box(0.0, 1.0, shape=(n_actions,), dtype=np.float32),
+                }
+            )
+            if self.dict_obs
+            else self.flat_space
+        )
+
+    def observation(self, obs: np.ndarray, mask: np.ndarray) -> Any:
+        """What the env returns: ``obs``, or the Dict ``{observations, action_mask}``."""
+        if self.dict_obs:
+            return {"observations": obs, "action_mask": mask.astype(np.float32)}
+        return obs
+
+    # -- views -------------------------------------------------------------------------
+    def _check_stations(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+        stations = snapshot.get("stations")
+        if not isinstance(stations, list):
+            raise PolicyError("snapshot.stations: expected a list of stations, got none")
+        names = [s.get("name") for s in stations]
+        if names != self.station_names:
+            raise PolicyError(
+                f"snapshot.stations: expected the stations of line {self.spec.name!r} "
+                f"({', '.join(self.station_names)}) in that order, got {names}"
+            )
+        return stations
+
+    def _base_view(self, snapshot: dict[str, Any]) -> LineView:
+        stations = self._check_stations(snapshot)
+        states = []
+        for s in stations:
+            counts = [0, 0, 0, 0, 0]
+            for m in s["machines"]:
+                st = m.get("state")
+                if st not in _STATE_INDEX:
+                    raise PolicyError(
+                        f"snapshot.stations[{s['name']}].machines[{m.get('id')}].state: expected "
+                        f"one of {', '.join(_STATE_INDEX)}, got {st!r}"
+                    )
+                counts[_STATE_INDEX[st]] += 1
+            states.append(counts)
+        return LineView(
+            time=float(snapshot["time"]),
+            wip=int(snapshot.get("wip", 0)),
+            pool=len(snapshot.get("pool", ())),
+            queue_len=[len(s["queue"]) for s in stations],
+            states=states,
+        )
+
+    @staticmethod
+    def _twin_base(twin: Twin) -> LineView:
+        states = []
+        for s in twin.stations:
+            counts = [0, 0, 0, 0, 0]
+            for m in s.machines:
+                counts[m.state] += 1
+            states.append(counts)
+        return LineView(
+            time=twin.now,
+            wip=twin.wip,
+            pool=len(twin.pool),
+            queue_len=[len(s.buffer) for s in twin.stations],
+            states=states,
+        )
+
+    def _global_block(self, view: LineView) -> list[float]:
+        feats = [view.wip / self.wip_scale, view.pool / self.wip_scale]
+        for i, (q, counts) in enumerate(zip(view.queue_len, view.states, strict=True)):
+            n = self.n_machines[i]
+            feats.append(q / self.queue_scale[i])
+            feats.extend(c / n for c in counts)
+            feats.append(1.0 if i == view.station else 0.0)
+        return feats
+
+    @staticmethod
+    def _finish(feats: list[float]) -> np.ndarray:
+        return np.clip(np.asarray(feats, dtype=np.float64), -CLIP, CLIP).astype(np.float32)
+
+
+class LineDispatchCodec(LineCodecBase):
+    """Codec of ``taktline/LineDispatch-v0``.
+
+    Args:
+        spec: The line.
+        max_queue: Slots in the observation; the first ``max_queue`` waiting jobs (queue order)
+            can be chosen.
+        action_mode: ``"job"`` (the action is a slot) or ``"rule"`` (the action picks which
+            dispatching rule of ``rules`` decides).
+        rules: The rules of ``action_mode="rule"``.
+        dict_obs: Observations as ``{"observations", "action_mask"}`` (RLlib style).
+
+    >>> from taktline.envs.spec import load_spec
+    >>> codec = LineDispatchCodec(load_spec("serial5"), max_queue=4)
+    >>> codec.action_space
+    Discrete(4)
+    """
+
+    env_id = "taktline/LineDispatch-v0"
+
+    def __init__(
+        self,
+        spec: LineSpec,
+        max_queue: int = 10,
+        action_mode: str = "job",
+        rules: Sequence[str] = DISPATCH_RULES,
+        dict_obs: bool = False,
+    ) -> None:
+        super().__init__(spec, dict_obs)
+        if max_queue < 1:
+            raise PolicyError(f"max_queue: must be >= 1, got {max_queue}")
+        if action_mode not in ("job", "rule"):
+            raise PolicyError(f"action_mode: expected 'job' or 'rule', got {action_mode!r}")
+        if action_mode == "rule" and not rules:
+            raise PolicyError("rules: action_mode='rule' needs at least one rule name")
+        for r in rules:
+            rule_key(r)
+        self.max_queue = max_queue
+        self.action_mode = action_mode
+        self.rules = tuple(r.upper() for r in rules)
+        nf = len(self.families)
+        self.slot_size = 7 + nf
+        n_obs = 2 + 7 * len(self.station_names) + nf + 1 + max_queue * self.slot_size
+        self._spaces(n_obs, max_queue if action_mode == "job" else len(self.rules))
+
+    # -- encode ------------------------------------------------------------------------
+    def view(self, snapshot: dict[str, Any]) -> LineView:
+        """The numbers of ``snapshot`` this codec reads."""
+        v = self._base_view(snapshot)
+        decision = snapshot.get("decision")
+        if decision and decision.get("kind") == "dispatch":
+            v.station, _ = _pending_station(snapshot, self.station_names)
+            v.machine_family = machine_family(snapshot)
+            for k, rec in enumerate(snapshot["stations"][v.station]["queue"][: self.max_queue]):
+                c = snapshot_candidate(rec, k)
+                v.queue.append(
+                    (
+                        c.processing_time,
+                        c.remaining_work,
+                        c.remaining_ops,
+                        c.due_date,
+                        c.queue_entry_time,
+                        c.family,
+                    )
+                )
+        return v
+
+    def twin_view(self, twin: Twin) -> LineView:
+        """The same numbers read straight from a twin (the environment's fast path)."""
+        v = self._twin_base(twin)
+        req = twin.pending
+        if req is not None and req.kind == "dispatch":
+            v.station = req.station
+            v.machine_family = twin.machines[req.machine].last_family
+            v.queue = [
+                (
+                    j.processing_time,
+                    j.remaining_work,
+                    j.remaining_ops,
+                    j.due_date,
+                    j.queue_entry_time,
+                    j.family,
+                )
+                for j in twin.stations[req.station].buffer[: self.max_queue]
+            ]
+        return v
+
+    def features(self, v: LineView) -> tuple[np.ndarray, np.ndarray]:
+        """Observation and mask of a view."""
+        feats = self._global_block(v)
+        nf = len(self.families)
+        onehot = [0.0] * (nf + 1)
+        onehot[self._family_index.get(v.machine_family, nf) if v.machine_family else nf] = 1.0
+        feats.extend(onehot)
+        ts, now = self.time_scale, v.time
+        for p, rw, rops, due, queued, fam in v.queue:
+            fam_hot = [0.0] * nf
+            fi = self._family_index.get(fam)
+            if fi is not None:
+                fam_hot[fi] = 1.0
+            feats.extend(
+                (
+                    1.0,
+                    p / ts,
+                    rw / ts,
+                    rops / self.max_ops,
+                    CLIP if due == _INF else (due - now) / ts,
+                    (now - queued) / ts,
+                    1.0 if fam == v.machine_family else 0.0,
+                )
+            )
+            feats.extend(fam_hot)
+        feats.extend([0.0] * ((self.max_queue - len(v.queue)) * self.slot_size))
+        if self.action_mode == "job":
+            mask = np.zeros(self.max_queue, dtype=bool)
+            mask[: len(v.queue)] = True
+        else:
+            mask = np.full(len(self.rules), bool(v.queue), dtype=bool)
+        return self._finish(feats), mask
+
+    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Observation (float32) and action mask (bool) of a line snapshot."""
+        return self.features(self.view(snapshot))
+
+    def encode_twin(self, twin: Twin) -> tuple[np.ndarray, np.ndarray]:
+        """Same as ``encode(twin.snapshot())``, without building the snapshot."""
+        return self.features(self.twin_view(twin))
+
+    # -- decode ------------------------------------------------------------------------
+    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+        """The dispatch decision an action means on ``snapshot``.
+
+        Raises:
+            InfeasibleActionError: for an action the mask forbids.
+        """
+        si, decision = _pending_station(snapshot, self.station_names)
+        queue = snapshot["stations"][si]["queue"]
+        a = int(action)
+        out = {"kind": "dispatch", "station": decision["station"], "machine": decision["machine"]}
+        if self.action_mode == "job":
+            n = min(len(queue), self.max_queue)
+            if not 0 <= a < n:
+                raise InfeasibleActionError(
+                    f"action {a}: slot {a} holds no waiting job at station {decision['station']!r}"
+                    f" ({len(queue)} waiting, {n} selectable); choose an action in 0..{n - 1}"
+                    " (see the action mask)"
+                )
+            out["job"] = str(queue[a]["id"])
+            return out
+        if not 0 <= a < len(self.rules):
+            raise InfeasibleActionError(
+                f"action {a}: expected a rule index in 0..{len(self.rules) - 1} "
+                f"({', '.join(self.rules)})"
+            )
+        cands = [snapshot_candidate(rec, k) for k, rec in enumerate(queue)]
+        if not cands:
+            raise InfeasibleActionError(
+                f"action {a}: no job waits at station {decision['station']!r}"
+            )
+        k = rule_choice(self.rules[a], cands, float(snapshot["time"]), machine_family(snapshot))
+        out["job"] = cands[k].name
+        out["rule"] = self.rules[a]
+        return out
