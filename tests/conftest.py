@@ -17,3 +17,57 @@ def jssp_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"test data missing: {path} (CI lays ../shared beside the clone)")
     return path
+
+
+# ---- MLflow (training and registry tests) ------------------------------------------------------
+import contextlib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (a free port, a temporary SQLite backend store and
+    artifact folder), started once per session and stopped at its end; yields its URI."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("mlflow")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    args = f"server --host 127.0.0.1 --port {port} --workers 1 --backend-store-uri {store}"
+    cmd = [str(exe), *args.split(), "--artifacts-destination", str(root / "artifacts")]
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        # the server runs in its own session: stop it and the workers it started
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()

@@ -1,0 +1,305 @@
+"""The policy bundle: a trained policy that describes itself and runs without its trainer.
+
+A bundle is a directory with two files:
+
+* ``bundle.json`` — the env id and kwargs it was trained on, the line's spec hash, the
+  observation and action spaces (as JSON), the network's class and constructor kwargs, and the
+  training lineage (git commit, config, seed, MLflow run, backend, creation time, version);
+* ``weights.pt`` — the network's ``state_dict`` (loaded with ``weights_only=True``).
+
+Loading one and acting needs torch, numpy, gymnasium and taktline only — never SB3, Ray or
+MLflow — so serving and notebooks stay light. Both training backends export to it.
+
+>>> import tempfile, gymnasium as gym, numpy as np
+>>> from taktline.agents.networks import MaskedMLP
+>>> b = PolicyBundle(
+...     env_id="taktline/LineDispatch-v0", env_kwargs={"line": "serial5"}, spec_hash=None,
+...     observation_space=gym.spaces.Box(-1, 1, (4,), np.float32),
+...     action_space=gym.spaces.Discrete(3),
+...     network=MaskedMLP(4, 3), network_spec={"class": "mlp",
+...         "kwargs": {"obs_dim": 4, "n_actions": 3}}, lineage={})
+>>> path = b.save(tempfile.mkdtemp())
+>>> PolicyBundle.load(path).act(np.zeros((2, 4)), np.array([[0, 1, 0]] * 2, bool)).tolist()
+[1, 1]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from taktline.agents.networks import build_network
+from taktline.agents.spaces import space_from_json, space_to_json
+from taktline.errors import PolicyError
+
+if TYPE_CHECKING:
+    from taktline.agents.policies import Policy
+
+BUNDLE_FILE = "bundle.json"
+WEIGHTS_FILE = "weights.pt"
+FORMAT = "taktline-policy-bundle"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PolicyBundle:
+    """A trained policy with everything needed to run it on the env it was trained on.
+
+    Attributes:
+        env_id: The Gymnasium id (``taktline/JobShop-v0`` ...).
+        env_kwargs: The env's kwargs (JSON-serializable); the codec is rebuilt from them.
+        spec_hash: Hash of the line spec (``None`` for job shops); serving checks snapshots
+            against it.
+        observation_space: What the policy observes.
+        action_space: Its discrete actions.
+        network: ``forward(obs[B, ...], mask[B, n] | None) -> logits[B, n]`` (masked logits
+            at ``-1e9``).
+        network_spec: ``{"class": "mlp" | "attention", "kwargs": {...}}`` to rebuild it.
+        lineage: Where it came from: ``git_commit``, ``config``, ``seed``, ``mlflow_run_id``,
+            ``backend``, ``created_at``, ``taktline_version``.
+        version: The registry version when loaded from MLflow.
+    """
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    spec_hash: str | None
+    observation_space: gym.spaces.Space[Any]
+    action_space: gym.spaces.Discrete
+    network: torch.nn.Module
+    network_spec: dict[str, Any]
+    lineage: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+
+    # ---- acting ------------------------------------------------------------------------
+    @property
+    def size_agnostic(self) -> bool:
+        """Whether the network runs on observations of other sizes (e.g. larger job shops)."""
+        return bool(getattr(self.network, "size_agnostic", False))
+
+    def _prepare(
+        self, obs: Any, mask: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(obs, dict):  # a Dict observation (RLlib style) carries its mask
+            if mask is None and "action_mask" in obs:
+                mask = np.asarray(obs["action_mask"]) > 0.5
+            obs = obs["observations"]
+        x = np.asarray(obs, dtype=np.float32)
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Dict):
+            space = space["observations"]
+        expected = tuple(space.shape or ())
+        if self.size_agnostic:
+            if x.ndim != 2:
+                raise PolicyError(
+                    f"obs: expected a batch (B, features), got shape {x.shape}; add a batch "
+                    "axis with obs[None]"
+                )
+        elif x.shape[1:] != expected or x.ndim != len(expected) + 1:
+            raise PolicyError(
+                f"obs: expected shape (B, {', '.join(map(str, expected))}), got {x.shape}"
+                + ("; add a batch axis with obs[None]" if x.shape == expected else "")
+            )
+        m = None
+        if mask is not None:
+            mb = np.asarray(mask).astype(bool)
+            n = int(self.action_space.n)
+            if (
+                mb.ndim != 2
+                or mb.shape[0] != x.shape[0]
+                or (not self.size_agnostic and mb.shape[1] != n)
+            ):
+                raise PolicyError(f"mask: expected shape ({x.shape[0]}, {n}), got {mb.shape}")
+            empty = np.flatnonzero(~mb.any(axis=1))
+            if empty.size:
+                raise PolicyError(
+                    f"mask: row {int(empty[0])} allows no action; there is nothing to decide"
+                )
+            m = torch.from_numpy(mb)
+        return torch.from_numpy(x), m
+
+    def logits(self, obs: Any, mask: np.ndarray | None = None) -> np.ndarray:
+        """Masked logits ``(B, n)`` of a batch of observations."""
+        x, m = self._prepare(obs, mask)
+        self.network.eval()
+        with torch.no_grad():
+            out = self.network(x, m)
+        return np.asarray(out.double().numpy())
+
+    def act(
+        self,
+        obs: Any,
+        mask: np.ndarray | None = None,
+        deterministic: bool = True,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Actions ``(B,)`` (int64) for a batch of observations ``(B, ...)``.
+
+        Args:
+            obs: Observations as the env returns them, with a batch axis.
+            mask: Feasibility masks ``(B, n)``; an action outside the mask is never returned.
+            deterministic: The most likely action (greedy); else a sample.
+            rng: Generator for sampling (default: a fresh one).
+
+        Raises:
+            PolicyError: for observations or masks of the wrong shape, or a mask row that
+                allows nothing.
+        """
+        x, m = self._prepare(obs, mask)
+        self.network.eval()
+        with torch.no_grad():
+            logits = self.network(x, m).double()
+        if deterministic:
+            actions = logits.argmax(dim=1).numpy()
+        else:
+            probs = torch.softmax(logits, dim=1).numpy()
+            u = np.asarray((rng or np.random.default_rng()).random(probs.shape[0]))
+            cdf = np.cumsum(probs, axis=1)
+            actions = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), probs.shape[1] - 1)
+        actions = actions.astype(np.int64)
+        if m is not None:  # never an infeasible action, even at the edge of float precision
+            mb = m.numpy()
+            bad = ~mb[np.arange(len(actions)), actions]
+            if bad.any():
+                actions[bad] = logits.numpy()[bad].argmax(axis=1)
+        return actions
+
+    # ---- storage -----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The JSON content of ``bundle.json``."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "spec_hash": self.spec_hash,
+            "observation_space": space_to_json(self.observation_space),
+            "action_space": space_to_json(self.action_space),
+            "network": self.network_spec,
+            "lineage": self.lineage,
+            "version": self.version,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle into directory ``path`` (created if needed); returns it."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            text = json.dumps(self.describe(), indent=2, sort_keys=True, default=_jsonable)
+        except TypeError as exc:
+            raise PolicyError(f"bundle: env_kwargs and lineage must be JSON data ({exc})") from exc
+        torch.save(self.network.state_dict(), out / WEIGHTS_FILE)
+        (out / BUNDLE_FILE).write_text(text + "\n")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyBundle:
+        """Read a bundle directory written by :meth:`save`.
+
+        Raises:
+            PolicyError: when the directory holds no bundle, or one this version cannot read.
+        """
+        root = Path(path)
+        meta_path = root / BUNDLE_FILE
+        if not meta_path.is_file():
+            raise PolicyError(
+                f"{root}: not a policy bundle ({BUNDLE_FILE} missing); pass the directory "
+                "PolicyBundle.save wrote"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise PolicyError(
+                f"{meta_path}: format {meta.get('format')!r} v{meta.get('format_version')}; this "
+                f"taktline reads {FORMAT!r} up to v{FORMAT_VERSION} (upgrade taktline)"
+            )
+        network = build_network(meta["network"])
+        state = torch.load(root / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as exc:
+            raise PolicyError(
+                f"{root / WEIGHTS_FILE}: weights do not fit the network: {exc}"
+            ) from exc
+        network.eval()
+        action_space = space_from_json(meta["action_space"])
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise PolicyError(f"{meta_path}: action_space must be Discrete, got {action_space}")
+        return cls(
+            env_id=meta["env_id"],
+            env_kwargs=dict(meta.get("env_kwargs") or {}),
+            spec_hash=meta.get("spec_hash"),
+            observation_space=space_from_json(meta["observation_space"]),
+            action_space=action_space,
+            network=network,
+            network_spec=meta["network"],
+            lineage=dict(meta.get("lineage") or {}),
+            version=meta.get("version"),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The current git commit (``+dirty`` with uncommitted changes), or ``None`` outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def make_lineage(**fields: Any) -> dict[str, Any]:
+    """Lineage with the git commit, creation time and taktline version filled in."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tl_version = version("taktline")
+    except PackageNotFoundError:
+        tl_version = None
+    out: dict[str, Any] = {
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "taktline_version": tl_version,
+    }
+    out.update(fields)
+    return out
+
+
+def load_policy(ref: str, **kwargs: Any) -> Policy:
+    """A policy from a bundle path, an MLflow model URI or a rule name.
+
+    See :func:`taktline.agents.policies.load_policy` (this is the same function).
+    """
+    from taktline.agents.policies import load_policy as _load
+
+    return _load(ref, **kwargs)

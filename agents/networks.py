@@ -1,0 +1,243 @@
+"""Policy networks: plain torch modules that map an observation (and mask) to action logits.
+
+Every network here has the same call: ``forward(obs[B, ...], mask[B, n] | None) -> logits[B, n]``
+with infeasible actions at :data:`MASKED_LOGIT`. They know nothing of SB3 or Ray: the training
+backends wrap them (or copy weights into them), and a :class:`~taktline.agents.bundle.PolicyBundle`
+rebuilds one from its ``network_spec`` with :func:`build_network`.
+
+* :class:`MaskedMLP` — fixed-size observations (line dispatch and release).
+* :class:`JobShopAttention` — **size-agnostic** job-shop dispatching: a transformer over one
+  token per job and per machine (the row layout of
+  :class:`~taktline.envs.encoding_jobshop.JobShopCodec`) that scores each job token. The number
+  of jobs and machines is read from the observation, so a policy trained on 10x10 shops runs on
+  15x15 ones.
+
+>>> import torch
+>>> net = build_network({"class": "mlp", "kwargs": {"obs_dim": 4, "n_actions": 3}})
+>>> net(torch.zeros(2, 4), torch.tensor([[True, False, True]] * 2)).shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from taktline.errors import PolicyError
+
+MASKED_LOGIT = -1e9
+"""Logit of a masked (infeasible) action: finite, so softmax never produces NaN."""
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def activation_class(name: str) -> type[nn.Module]:
+    """The activation class called ``name`` (``tanh``, ``relu`` or ``gelu``)."""
+    try:
+        return _ACTIVATIONS[name.lower()]
+    except KeyError:
+        raise PolicyError(
+            f"activation: unknown {name!r}; choose one of {', '.join(_ACTIVATIONS)}"
+        ) from None
+
+
+def apply_mask(logits: Tensor, mask: Tensor | None) -> Tensor:
+    """``logits`` with infeasible actions (``mask`` False) set to :data:`MASKED_LOGIT`."""
+    if mask is None:
+        return logits
+    if mask.shape != logits.shape:
+        raise PolicyError(
+            f"mask: expected shape {tuple(logits.shape)} (batch, actions), got {tuple(mask.shape)}"
+        )
+    return logits.masked_fill(~mask.to(torch.bool), MASKED_LOGIT)
+
+
+def mlp(sizes: Sequence[int], act: type[nn.Module]) -> nn.Sequential:
+    """``Linear -> act`` for each consecutive pair of ``sizes`` (the last layer activated too)."""
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), act()]
+    return nn.Sequential(*layers)
+
+
+class MaskedMLP(nn.Module):
+    """A multilayer perceptron over a flat observation with a linear head and the mask.
+
+    The layout (``body`` = ``Linear, act`` pairs, then ``head``) matches stable-baselines3's
+    ``mlp_extractor.policy_net`` + ``action_net``, so trained SB3 weights copy in one to one.
+
+    Args:
+        obs_dim: Length of the (flat) observation.
+        n_actions: Number of discrete actions.
+        hidden: Hidden layer widths.
+        activation: ``tanh`` (SB3's default for PPO), ``relu`` or ``gelu``.
+    """
+
+    size_agnostic = False
+
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if obs_dim < 1 or n_actions < 1:
+            raise PolicyError(f"mlp: need obs_dim, n_actions >= 1, got {obs_dim}, {n_actions}")
+        self.obs_dim = obs_dim
+        self.n_actions = n_actions
+        self.body = mlp([obs_dim, *hidden], activation_class(activation))
+        self.head = nn.Linear(hidden[-1] if hidden else obs_dim, n_actions)
+
+    def forward(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Masked logits ``[B, n_actions]`` of observations ``[B, obs_dim]``."""
+        x = obs.reshape(obs.shape[0], -1).float()
+        if x.shape[1] != self.obs_dim:
+            raise PolicyError(
+                f"observation: expected {self.obs_dim} features, got {x.shape[1]}; the policy "
+                "was trained on another env or env_kwargs"
+            )
+        return apply_mask(self.head(self.body(x)), mask)
+
+
+class JobShopAttention(nn.Module):
+    """Size-agnostic job-shop dispatching: self-attention over job and machine tokens.
+
+    The flat observation of ``JobShopCodec`` is ``J`` job rows of ``job_features``, ``M``
+    machine rows of ``machine_features`` and ``global_features`` numbers. ``J`` is the width of
+    the mask (or ``max_jobs`` without one) and ``M`` follows from the observation's length.
+    Each row (with the global numbers appended) is embedded, padded rows (validity flag 0) are
+    hidden from attention, and a shared head scores every job token: the logits come per job,
+    so nothing depends on ``J`` or ``M``.
+
+    Args:
+        job_features: Numbers per job row (the first one is the row's validity flag).
+        machine_features: Numbers per machine row (the first one is its validity flag).
+        global_features: Numbers at the end of the observation.
+        max_jobs: Job rows assumed when ``forward`` gets no mask.
+        d_model: Token width.
+        n_heads: Attention heads.
+        n_layers: Transformer layers.
+    """
+
+    size_agnostic = True
+
+    def __init__(
+        self,
+        job_features: int = 11,
+        machine_features: int = 4,
+        global_features: int = 4,
+        max_jobs: int = 10,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise PolicyError(
+                f"attention: d_model ({d_model}) must be divisible by n_heads ({n_heads})"
+            )
+        self.job_features = job_features
+        self.machine_features = machine_features
+        self.global_features = global_features
+        self.max_jobs = max_jobs
+        self.d_model = d_model
+        self.job_embed = nn.Sequential(
+            nn.Linear(job_features + global_features, d_model),
+            nn.ReLU(),
+            nn.Linear(d_model, d_model),
+        )
+        self.machine_embed = nn.Sequential(
+            nn.Linear(machine_features + global_features, d_model),
+            nn.ReLU(),
+            nn.Linear(d_model, d_model),
+        )
+        layer = nn.TransformerEncoderLayer(
+            d_model,
+            n_heads,
+            dim_feedforward=2 * d_model,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.score = nn.Sequential(
+            nn.Linear(2 * d_model, d_model), nn.ReLU(), nn.Linear(d_model, 1)
+        )
+
+    def split(self, obs: Tensor, n_jobs: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(jobs [B, J, Fj], machines [B, M, Fm], globals [B, G])`` of flat observations."""
+        x = obs.reshape(obs.shape[0], -1).float()
+        fj, fm, g = self.job_features, self.machine_features, self.global_features
+        rest = x.shape[1] - n_jobs * fj - g
+        if rest < fm or rest % fm:
+            raise PolicyError(
+                f"observation: {x.shape[1]} numbers do not hold {n_jobs} job rows of {fj}, "
+                f"machine rows of {fm} and {g} globals; is it a taktline/JobShop-v0 observation?"
+            )
+        jobs = x[:, : n_jobs * fj].reshape(x.shape[0], n_jobs, fj)
+        machines = x[:, n_jobs * fj : x.shape[1] - g].reshape(x.shape[0], rest // fm, fm)
+        return jobs, machines, x[:, x.shape[1] - g :]
+
+    def encode(self, obs: Tensor, n_jobs: int) -> tuple[Tensor, Tensor]:
+        """Job tokens ``[B, J, d]`` and a pooled summary ``[B, d]`` (for a value head)."""
+        jobs, machines, glob = self.split(obs, n_jobs)
+        b = obs.shape[0]
+        gj = glob[:, None, :].expand(b, jobs.shape[1], -1)
+        gm = glob[:, None, :].expand(b, machines.shape[1], -1)
+        tokens = torch.cat(
+            (
+                self.job_embed(torch.cat((jobs, gj), -1)),
+                self.machine_embed(torch.cat((machines, gm), -1)),
+            ),
+            dim=1,
+        )
+        padding = torch.cat((jobs[..., 0] < 0.5, machines[..., 0] < 0.5), dim=1)
+        # a batch row that is all padding (never produced by the codec) would give NaN
+        padding = padding & ~padding.all(dim=1, keepdim=True)
+        h = self.encoder(tokens, src_key_padding_mask=padding)
+        keep = (~padding).unsqueeze(-1).float()
+        pooled = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return h[:, : jobs.shape[1]], pooled
+
+    def n_jobs_of(self, mask: Tensor | None) -> int:
+        """Job rows of the observation: the mask's width, else ``max_jobs``."""
+        return int(mask.shape[-1]) if mask is not None else self.max_jobs
+
+    def logits_and_summary(self, obs: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Masked per-job logits ``[B, J]`` and the pooled summary ``[B, d]``."""
+        job_h, pooled = self.encode(obs, self.n_jobs_of(mask))
+        ctx = pooled[:, None, :].expand_as(job_h)
+        logits = self.score(torch.cat((job_h, ctx), -1)).squeeze(-1)
+        return apply_mask(logits, mask), pooled
+
+    def forward(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Masked logits ``[B, J]``."""
+        return self.logits_and_summary(obs, mask)[0]
+
+
+NETWORKS: dict[str, type[nn.Module]] = {"mlp": MaskedMLP, "attention": JobShopAttention}
+"""Network classes by the name a ``network_spec`` uses."""
+
+
+def build_network(spec: dict[str, Any]) -> nn.Module:
+    """Build the network a ``{"class": name, "kwargs": {...}}`` spec describes.
+
+    Raises:
+        PolicyError: for an unknown class or kwargs it does not take.
+    """
+    name = spec.get("class")
+    cls = NETWORKS.get(str(name))
+    if cls is None:
+        raise PolicyError(
+            f"network_spec.class: unknown {name!r}; choose one of {', '.join(NETWORKS)}"
+        )
+    try:
+        return cls(**dict(spec.get("kwargs", {})))
+    except TypeError as exc:
+        raise PolicyError(f"network_spec.kwargs of {name!r}: {exc}") from exc

@@ -1,0 +1,163 @@
+"""Quality benchmark 1: a size-agnostic policy trained on random 10x10 job shops, evaluated on
+Taillard ta01-ta10 (15x15) against priority rules in taktline's own schedule generation.
+
+    python bench/quality_jobshop.py --minutes 40            # train, then evaluate
+    python bench/quality_jobshop.py --bundle runs/<id>/best_bundle   # evaluate only
+
+Training runs in ``--workdir`` (MLflow embedded store there). The policy is evaluated greedily
+and as best of N sampled rollouts; the rules run in both generation schemes (active and
+non-delay) so the best rule is whichever scheme serves it better. Prints the per-instance gap to
+the best known makespan and the paired comparison with the best rule; writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INSTANCES = [f"ta{i:02d}" for i in range(1, 11)]
+RULES = ["SPT", "MWKR", "MOPNR", "FIFO", "LPT"]
+
+
+def train_policy(minutes: float, workdir: Path, scheme: str, extra: list[str]) -> Path:
+    """Train with the example config for at most ``minutes``; returns the best bundle."""
+    from taktline.training.config import load_config
+    from taktline.training.sb3_backend import train
+
+    cfg = load_config(
+        "jobshop_10x10_attention",
+        [f"budget.max_minutes={minutes}", f"env.kwargs.scheme={scheme}", *extra],
+    )
+    os.chdir(workdir)
+    result = train(cfg)
+    if result.best_bundle is None:
+        raise SystemExit("training produced no bundle")
+    return (workdir / result.best_bundle).resolve()
+
+
+def evaluate_all(bundle_dir: Path, best_of: int) -> dict[str, Any]:
+    """Gaps on ta01-ta10 of the policy (greedy, best of N) and of every rule in both schemes."""
+    from taktline.agents.bundle import PolicyBundle
+    from taktline.agents.policies import NeuralPolicy, RulePolicy
+    from taktline.training.evaluate import evaluate_instances
+
+    bundle = PolicyBundle.load(bundle_dir)
+    scheme = bundle.env_kwargs.get("scheme", "active")
+    size = {"max_jobs": 15, "max_machines": 15}
+    results: dict[str, dict[str, float]] = {}
+    makespans: dict[str, dict[str, float]] = {}
+    timings: dict[str, float] = {}
+    neural = [NeuralPolicy(bundle, name="policy greedy")]
+    if best_of:
+        neural.append(
+            NeuralPolicy(bundle, best_of=best_of, seed=0, name=f"policy best-of-{best_of}")
+        )
+    for p in neural:
+        t0 = time.perf_counter()
+        ev = evaluate_instances([p], INSTANCES, {**size, "scheme": scheme}, log=False)
+        timings[p.name] = (time.perf_counter() - t0) / len(INSTANCES)
+        results[p.name] = dict(zip(INSTANCES, ev.gaps(p.name) or [], strict=True))
+        makespans[p.name] = dict(zip(INSTANCES, ev.values[p.name], strict=True))
+    for rule_scheme in ("active", "non-delay"):
+        rules = [RulePolicy(r) for r in RULES]
+        ev = evaluate_instances(rules, INSTANCES, {**size, "scheme": rule_scheme}, log=False)
+        for r in rules:
+            key = f"{r.name} ({rule_scheme})"
+            results[key] = dict(zip(INSTANCES, ev.gaps(r.name) or [], strict=True))
+            makespans[key] = dict(zip(INSTANCES, ev.values[r.name], strict=True))
+    return {
+        "policy_scheme": scheme,
+        "gaps": results,
+        "makespans": makespans,
+        "seconds_per_instance": timings,
+        "bundle": str(bundle_dir),
+        "lineage": {
+            k: bundle.lineage.get(k)
+            for k in ("num_timesteps", "mlflow_run_id", "git_commit", "created_at")
+        },
+    }
+
+
+def report(data: dict[str, Any]) -> None:
+    """Print the per-instance table, the means and the paired test against the best rule."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from taktline.training.evaluate import paired_test
+
+    gaps = data["gaps"]
+    names = list(gaps)
+    means = {n: float(np.mean(list(gaps[n].values()))) for n in names}
+    rules = [n for n in names if not n.startswith("policy")]
+    best_rule = min(rules, key=lambda n: means[n])
+    table = Table(title="gap to best known makespan on ta01-ta10 (15x15), %")
+    table.add_column("instance")
+    for n in names:
+        table.add_column(n, justify="right")
+    for inst in INSTANCES:
+        table.add_row(inst, *(f"{100 * gaps[n][inst]:.1f}" for n in names))
+    table.add_row("mean", *(f"{100 * means[n]:.1f}" for n in names), style="bold")
+    console = Console(width=250)
+    console.print(table)
+    console.print(f"best rule: {best_rule} ({100 * means[best_rule]:.1f}%)")
+    for n in names:
+        if n.startswith("policy"):
+            d = np.array([gaps[n][i] - gaps[best_rule][i] for i in INSTANCES])
+            t = paired_test(d, higher_is_better=False)
+            verdict = "BELOW" if means[n] < means[best_rule] else "NOT below"
+            console.print(
+                f"{n}: mean gap {100 * means[n]:.1f}% — {verdict} the best rule; paired "
+                f"difference {100 * t['diff_mean']:+.1f} pts, 95% CI "
+                f"[{100 * t['diff_ci_low']:+.1f}, {100 * t['diff_ci_high']:+.1f}], "
+                f"p(t)={t['p_ttest']:.3g}, "
+                f"p(W)={t['p_wilcoxon']:.3g}; {data['seconds_per_instance'][n]:.2f} s/instance"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=40.0, help="training wall-clock budget")
+    ap.add_argument("--workdir", type=Path, default=Path("bench_out/jobshop"))
+    ap.add_argument("--bundle", type=Path, help="evaluate this bundle instead of training")
+    ap.add_argument("--best-of", type=int, default=32, help="sampled rollouts (0: greedy only)")
+    ap.add_argument(
+        "--scheme",
+        default="non-delay",
+        choices=["active", "non-delay"],
+        help="schedule generation the policy is trained in",
+    )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="extra config override key=value (repeatable)",
+    )
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    bundle = (
+        args.bundle.resolve()
+        if args.bundle
+        else train_policy(args.minutes, workdir, args.scheme, args.sets)
+    )
+    train_min = (time.time() - t0) / 60
+    data = evaluate_all(bundle, args.best_of)
+    data["training_minutes"] = train_min if not args.bundle else None
+    (workdir / "results.json").write_text(json.dumps(data, indent=2))
+    report(data)
+    print(f"results: {workdir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

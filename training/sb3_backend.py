@@ -1,0 +1,463 @@
+"""The local training backend: stable-baselines3 (MaskablePPO, PPO, DQN), tracked in MLflow.
+
+``train(config)`` runs on this machine: ``n_envs`` environments in subprocesses
+(``SubprocVecEnv``), checkpoints every ``checkpoint.every_steps`` (locally under
+``<output_dir>/<run id>/`` and as run artifacts), a greedy evaluation every
+``eval.every_steps`` on fixed seeds, and at the end the best policy as a bundle, an MLflow
+model and a registered version with the ``candidate`` alias. ``train(config, resume=RUN_ID)``
+continues a stopped or killed run from its last checkpoint, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from rich.console import Console
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import KVWriter
+
+from taktline.agents.bundle import PolicyBundle, make_lineage
+from taktline.agents.policies import NeuralPolicy, RulePolicy
+from taktline.errors import PolicyError
+from taktline.training import tracking
+from taktline.training.config import TrainConfig
+from taktline.training.evaluate import DEFAULT_METRIC, Case, evaluate_cases, render_table
+from taktline.training.progress import TrainProgress
+from taktline.training.sb3_policies import export_network, sb3_policy_setup
+
+CHECKPOINT_FILE = "checkpoint.zip"
+STATE_FILE = "state.json"
+NORMALIZE_FILE = "vecnormalize.pkl"
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
+    """One training env (importable, so subprocesses can build it)."""
+    import taktline.envs  # noqa: F401  (registers the ids in a fresh subprocess)
+
+    return gym.make(env_id, disable_env_checker=True, **env_kwargs)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint remembers besides the model (``state.json``)."""
+
+    num_timesteps: int = 0
+    elapsed_s: float = 0.0
+    best_mean: float | None = None
+    best_step: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> RunState:
+        data = json.loads(path.read_text())
+        data["train_curve"] = [tuple(x) for x in data.get("train_curve", [])]
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`."""
+
+    run_id: str
+    num_timesteps: int
+    best_bundle: Path | None
+    best_mean: float | None
+    metric: str
+    model_uri: str | None = None
+    model_version: str | None = None
+    evaluation: dict[str, Any] | None = None
+
+
+class MlflowWriter(KVWriter):
+    """Forwards SB3's logger (losses, entropy, fps, episode return) to MLflow metrics."""
+
+    def write(
+        self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0
+    ) -> None:
+        metrics = {
+            k.replace("/", "."): float(v)
+            for k, v in key_values.items()
+            if isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
+        }
+        tracking.log_metrics(metrics, step)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class Trainer(BaseCallback):
+    """One callback for the run's cadences: KPIs, evaluation, checkpoints, budget, progress."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+        self._kpis: list[dict[str, float]] = []
+        self._returns: list[float] = []
+
+    def _on_step(self) -> bool:
+        run, n = self.run, self.num_timesteps
+        for info in self.locals.get("infos", ()):
+            if "episode" in info:
+                self._returns.append(float(info["episode"]["r"]))
+            kp = info.get("kpis")
+            if kp:
+                self._kpis.append(
+                    {k: float(v) for k, v in kp.items() if isinstance(v, int | float)}
+                )
+        run.progress.update(n)
+        if n >= run.next_eval:
+            run.evaluate(self.model, n)
+            run.next_eval = (n // run.cfg.eval.every_steps + 1) * run.cfg.eval.every_steps
+        if n >= run.next_checkpoint:
+            run.checkpoint(self.model, n)
+            run.next_checkpoint = (
+                n // run.cfg.checkpoint.every_steps + 1
+            ) * run.cfg.checkpoint.every_steps
+        return not run.out_of_time()
+
+    def _on_rollout_end(self) -> None:
+        n = self.num_timesteps
+        metrics: dict[str, float] = {}
+        if self._returns:
+            mean_ret = float(np.mean(self._returns))
+            metrics["train.episode_return"] = mean_ret
+            self.run.state.train_curve.append((n, mean_ret))
+        for key in sorted({k for kp in self._kpis for k in kp}):
+            values = [kp[key] for kp in self._kpis if key in kp]
+            metrics[f"train.kpi.{key}"] = float(np.mean(values))
+        tracking.log_metrics(metrics, n)
+        self._kpis, self._returns = [], []
+
+
+class _Run:
+    """State and actions of one training run (used by :class:`Trainer`)."""
+
+    def __init__(self, cfg: TrainConfig, run_id: str, state: RunState, console: Console) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self.state = state
+        self.console = console
+        self.dir = Path(cfg.output_dir) / run_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.metric, self.higher = DEFAULT_METRIC.get(cfg.env.id, ("return", True))
+        eval_kwargs = {**cfg.env.kwargs, **cfg.eval.env_kwargs}
+        self.cases = [
+            Case(f"seed {cfg.eval.seed + i}", eval_kwargs, cfg.eval.seed + i)
+            for i in range(cfg.eval.episodes)
+        ]
+        every = cfg.eval.every_steps
+        self.next_eval = (state.num_timesteps // every + 1) * every
+        ck = cfg.checkpoint.every_steps
+        self.next_checkpoint = (state.num_timesteps // ck + 1) * ck
+        self.started = time.monotonic()
+        self.network_spec: dict[str, Any] = {}
+        self.spaces: tuple[gym.spaces.Space[Any], gym.spaces.Discrete] | None = None
+        self.spec_hash: str | None = None
+        self.baselines: dict[str, float] = {}
+        self.progress = TrainProgress(
+            cfg.budget.total_timesteps, state.num_timesteps, console, enabled=cfg.progress
+        )
+
+    # -- budget ------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.state.elapsed_s + (time.monotonic() - self.started)
+
+    def out_of_time(self) -> bool:
+        limit = self.cfg.budget.max_minutes
+        return limit is not None and self.elapsed() >= 60.0 * limit
+
+    # -- bundles -----------------------------------------------------------------------------
+    def bundle(self, model: Any, step: int) -> PolicyBundle:
+        assert self.spaces is not None
+        return PolicyBundle(
+            env_id=self.cfg.env.id,
+            env_kwargs=dict(self.cfg.env.kwargs),
+            spec_hash=self.spec_hash,
+            observation_space=self.spaces[0],
+            action_space=self.spaces[1],
+            network=export_network(model, self.network_spec),
+            network_spec=self.network_spec,
+            lineage=make_lineage(
+                name=self.cfg.name,
+                config=self.cfg.model_dump(mode="json"),
+                seed=self.cfg.seed,
+                mlflow_run_id=self.run_id,
+                backend="sb3",
+                algorithm=self.cfg.algorithm,
+                num_timesteps=step,
+            ),
+        )
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, model: Any, step: int) -> float:
+        """Greedy evaluation on the fixed cases; keeps the best bundle."""
+        bundle = self.bundle(model, step)
+        ev = evaluate_cases(
+            [NeuralPolicy(bundle, name="policy")],
+            self.cfg.env.id,
+            self.cases,
+            self.metric,
+            self.higher,
+            log=False,
+        )
+        mean = float(np.mean(ev.values["policy"]))
+        kp = ev.kpis["policy"]
+        metrics = {
+            f"eval.{self.metric}": mean,
+            "eval.return": float(np.mean([k["return"] for k in kp])),
+        }
+        gaps = ev.gaps("policy")
+        if gaps is not None:
+            metrics["eval.gap"] = float(np.mean(gaps))
+        tracking.log_metrics(metrics, step)
+        self.state.history.append({"step": step, "mean": mean})
+        sign = 1.0 if self.higher else -1.0
+        best = self.state.best_mean
+        if best is None or sign * mean > sign * best:
+            self.state.best_mean, self.state.best_step = mean, step
+            target = self.dir / "best_bundle"
+            if target.exists():
+                shutil.rmtree(target)
+            bundle.save(target)
+        self.progress.kpi(f"{self.metric} {mean:.1f} (best {self.state.best_mean:.1f})")
+        return mean
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self, model: Any, step: int) -> None:
+        """Save model + state locally (atomically) and as run artifacts."""
+        self.state.num_timesteps = step
+        self.state.elapsed_s = self.elapsed()
+        self.started = time.monotonic()
+        ck = self.dir / "checkpoints"
+        ck.mkdir(exist_ok=True)
+        tmp = ck / f".{CHECKPOINT_FILE}"  # written whole, then renamed: a kill never leaves half
+        model.save(tmp)
+        tmp.replace(ck / CHECKPOINT_FILE)
+        venv = model.get_env()
+        if hasattr(venv, "obs_rms"):  # VecNormalize: its reward statistics resume too
+            venv.save(str(ck / f".{NORMALIZE_FILE}"))
+            (ck / f".{NORMALIZE_FILE}").replace(ck / NORMALIZE_FILE)
+        best = self.dir / "best_bundle"
+        if best.exists():  # the best policy so far, consistent with the state's best_mean
+            shutil.rmtree(ck / "best_bundle", ignore_errors=True)
+            shutil.copytree(best, ck / "best_bundle")
+        self.state.save(ck / STATE_FILE)
+        import mlflow
+
+        mlflow.log_artifacts(str(ck), artifact_path="checkpoints")
+        tracking.log_metrics({"checkpoint.step": float(step)}, step)
+
+
+def _algorithm(cfg: TrainConfig) -> Any:
+    if cfg.algorithm == "maskable_ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    if cfg.algorithm == "ppo":
+        from stable_baselines3 import PPO
+
+        return PPO
+    from stable_baselines3 import DQN
+
+    return DQN
+
+
+def _vec_env(cfg: TrainConfig, seed: int, ck_dir: Path | None = None) -> Any:
+    from functools import partial
+
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    cls = SubprocVecEnv if cfg.vec_env == "subproc" and cfg.n_envs > 1 else DummyVecEnv
+    venv = make_vec_env(
+        partial(make_env, cfg.env.id, dict(cfg.env.kwargs)),
+        n_envs=cfg.n_envs,
+        seed=seed,
+        vec_env_cls=cls,
+    )
+    if cfg.normalize_reward:
+        saved = ck_dir / NORMALIZE_FILE if ck_dir is not None else None
+        if saved is not None and saved.is_file():
+            venv = VecNormalize.load(str(saved), venv)
+        else:
+            venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=_gamma(cfg))
+    return venv
+
+
+def _gamma(cfg: TrainConfig) -> float:
+    return float(cfg.hyperparameters.get("gamma", 0.99))
+
+
+def _fetch_checkpoint(run_id: str, local: Path) -> Path:
+    """The run's checkpoint directory: local if present, else downloaded from MLflow."""
+    ck = local / "checkpoints"
+    if (ck / CHECKPOINT_FILE).is_file():
+        return ck
+    import mlflow
+
+    try:
+        got = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="checkpoints", dst_path=str(local)
+            )
+        )
+    except Exception as exc:
+        raise PolicyError(
+            f"--resume {run_id}: no checkpoint locally ({ck}) or in the run's artifacts; the run "
+            "stopped before its first checkpoint (lower checkpoint.every_steps)"
+        ) from exc
+    if not (got / CHECKPOINT_FILE).is_file():
+        raise PolicyError(f"--resume {run_id}: the run has no {CHECKPOINT_FILE}")
+    return got
+
+
+def train(
+    cfg: TrainConfig, resume: str | None = None, console: Console | None = None
+) -> TrainResult:
+    """Train (or resume) a policy as ``cfg`` says; see the module docstring."""
+    import mlflow
+    import torch
+
+    console = console or Console(stderr=True)
+    torch.set_num_threads(cfg.torch_threads)
+    uri = tracking.configure()
+    console.print(tracking.describe_store(uri))
+    exp_id = tracking.ensure_experiment(cfg.tracking.experiment)
+    state = RunState()
+    ck_dir: Path | None = None
+    if resume:
+        ck_dir = _fetch_checkpoint(resume, Path(cfg.output_dir) / resume)
+        state = RunState.load(ck_dir / STATE_FILE)
+        best = Path(cfg.output_dir) / resume / "best_bundle"
+        if (ck_dir / "best_bundle").is_dir() and ck_dir / "best_bundle" != best:
+            shutil.rmtree(best, ignore_errors=True)
+            shutil.copytree(ck_dir / "best_bundle", best)
+    active = mlflow.start_run(
+        run_id=resume,
+        experiment_id=None if resume else exp_id,
+        run_name=None if resume else cfg.name,
+    )
+    with active as mlrun:
+        run_id = mlrun.info.run_id
+        how = f"resumed at step {state.num_timesteps}" if resume else "new"
+        console.print(f"run {run_id} ({how}); checkpoints in {Path(cfg.output_dir) / run_id}")
+        if not resume:
+            tracking.log_config(cfg)
+            mlflow.set_tags({"taktline.backend": "sb3", "taktline.env_id": cfg.env.id})
+        run = _Run(cfg, run_id, state, console)
+        venv = _vec_env(cfg, cfg.seed + state.num_timesteps, ck_dir)
+        try:
+            result = _learn(cfg, run, venv, ck_dir)
+        finally:
+            venv.close()
+            run.progress.close()
+    return result
+
+
+def _learn(cfg: TrainConfig, run: _Run, venv: Any, ck_dir: Path | None) -> TrainResult:
+    from stable_baselines3.common.logger import Logger
+
+    algo = _algorithm(cfg)
+    obs_space, act_space = venv.observation_space, venv.action_space
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise PolicyError(f"{cfg.env.id}: needs a Discrete action space, got {act_space}")
+    run.spaces = (obs_space, act_space)
+    probe = make_env(cfg.env.id, dict(cfg.env.kwargs))
+    run.spec_hash = getattr(
+        getattr(probe.unwrapped, "spec_line", None), "spec_hash", lambda: None
+    )()
+    probe.close()
+    policy, policy_kwargs, run.network_spec = sb3_policy_setup(
+        cfg.policy.network, cfg.policy.kwargs, obs_space, act_space, cfg.algorithm
+    )
+    if ck_dir is not None:
+        model = algo.load(ck_dir / CHECKPOINT_FILE, env=venv, device="cpu")
+    else:
+        try:
+            model = algo(
+                policy,
+                venv,
+                policy_kwargs=policy_kwargs,
+                seed=cfg.seed,
+                device="cpu",
+                verbose=0,
+                **cfg.hyperparameters,
+            )
+        except TypeError as exc:
+            raise PolicyError(f"hyperparameters: {exc} (see the {cfg.algorithm} docs)") from exc
+    model.set_logger(Logger(folder=None, output_formats=[MlflowWriter()]))
+    _log_baselines(run)
+    if run.state.num_timesteps == 0:
+        run.evaluate(model, 0)
+    remaining = cfg.budget.total_timesteps - run.state.num_timesteps
+    if remaining > 0 and not run.out_of_time():
+        model.learn(remaining, callback=Trainer(run), reset_num_timesteps=False)
+    steps = int(model.num_timesteps)
+    if not run.state.history or run.state.history[-1]["step"] != steps:
+        run.evaluate(model, steps)
+    run.checkpoint(model, steps)
+    run.progress.close()
+    return _finish(cfg, run, steps)
+
+
+def _log_baselines(run: _Run) -> None:
+    """The rules' mean on the evaluation cases (horizontal lines of the learning curve)."""
+    names = run.cfg.eval.baselines
+    if not names:
+        return
+    ev = evaluate_cases(
+        [RulePolicy(n) for n in names], run.cfg.env.id, run.cases, run.metric, run.higher, log=False
+    )
+    for row in ev.summary():
+        run.baselines[row["policy"]] = row["mean"]
+    tracking.log_metrics({f"baseline.{k}.{run.metric}": v for k, v in run.baselines.items()}, 0)
+
+
+def _finish(cfg: TrainConfig, run: _Run, steps: int) -> TrainResult:
+    """Final comparison, pictures, the MLflow model and its registration."""
+    best_dir = run.dir / "best_bundle"
+    result = TrainResult(
+        run.run_id, steps, best_dir if best_dir.exists() else None, run.state.best_mean, run.metric
+    )
+    if result.best_bundle is None:
+        return result
+    best = NeuralPolicy(PolicyBundle.load(best_dir), name=f"{cfg.name}[greedy]")
+    policies = [best, *(RulePolicy(n) for n in cfg.eval.baselines)]
+    ev = evaluate_cases(policies, cfg.env.id, run.cases, run.metric, run.higher, log=True)
+    run.console.print(render_table(ev, reference=best.name))
+    result.evaluation = ev.as_dict(reference=best.name)
+    fig = tracking.learning_curve_figure(
+        run.state.history, run.metric, run.baselines, run.state.train_curve
+    )
+    tracking.log_figure_png(fig, "learning_curve.png")
+    tracking.log_picture(cfg.env.id, run.cases[0].env_kwargs, best, run.cases[0].seed)
+    probe = make_env(cfg.env.id, dict(cfg.env.kwargs))
+    probe.reset(seed=run.cases[0].seed)
+    base: Any = probe.unwrapped
+    obs, mask = base.codec.encode(base.snapshot())
+    probe.close()
+    result.model_uri = tracking.log_policy_model(best_dir, obs, mask)
+    if cfg.tracking.register_model:
+        result.model_version = tracking.register(
+            result.model_uri,
+            cfg.name,
+            cfg.tracking.alias,
+            tags={"run_id": run.run_id, f"best_{run.metric}": f"{run.state.best_mean:.4g}"},
+        )
+        run.console.print(
+            f"registered {cfg.name} version {result.model_version} as @{cfg.tracking.alias}"
+        )
+    return result
