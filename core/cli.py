@@ -23,6 +23,9 @@ _COMMAND_MODULES = (
     "taktline.cli_line",
     "taktline.cli_jobshop",
     "taktline.cli_envs",
+    "taktline.cli_train",
+    "taktline.cli_serve",
+    "taktline.cli_tune",
     "taktline.cli_demo",
 )
 

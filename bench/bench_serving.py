@@ -1,0 +1,324 @@
+"""Serving benchmark: taktline's API against ``mlflow models serve`` of the same model, same run.
+
+Measures on localhost, for one small dispatching policy (bodyshop, MLP 64x64):
+
+* the bare policy forward pass in-process (``bundle.act``), single and batch of 64, and the
+  full in-process ``encode -> act -> decode`` of one snapshot;
+* ``POST /decide`` (one snapshot) and ``POST /act`` (batch of 64) of ``taktline serve``
+  (uvicorn, auth on): p50/p99 latency with one client, requests/s with concurrent clients;
+* ``mlflow models serve --env-manager local`` of the same bundle logged as training logs it
+  (``training.tracking.log_policy_model``): one row and 64 rows per request, same clients.
+
+Targets: p50 < 2 ms for a single ``/decide``; >= 5x the throughput of ``mlflow models serve``.
+
+    python bench/bench_serving.py [--seconds 5] [--clients 2] [--policy-execution inline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import mlflow
+import numpy as np
+
+LINE = "bodyshop"
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_bundle(path: Path) -> Path:
+    import torch
+
+    from taktline.agents.bundle import PolicyBundle, make_lineage
+    from taktline.agents.networks import MaskedMLP
+    from taktline.envs.encoding import LINE_DISPATCH_ID, make_codec
+    from taktline.envs.spec import load_spec
+
+    kwargs = {"line": LINE, "max_queue": 10}
+    codec = make_codec(LINE_DISPATCH_ID, kwargs)
+    net = {"obs_dim": int(codec.observation_space.shape[0]), "n_actions": 10, "hidden": [64, 64]}
+    torch.manual_seed(0)
+    return PolicyBundle(
+        env_id=LINE_DISPATCH_ID,
+        env_kwargs=kwargs,
+        spec_hash=load_spec(LINE).spec_hash(),
+        observation_space=codec.observation_space,
+        action_space=codec.action_space,
+        network=MaskedMLP(**net),  # type: ignore[arg-type]
+        network_spec={"class": "mlp", "kwargs": net},
+        lineage=make_lineage(backend="bench"),
+        version="1",
+    ).save(path)
+
+
+def snapshots(n: int) -> list[dict[str, Any]]:
+    from taktline.agents.rules import get_rule
+    from taktline.envs.spec import load_spec
+    from taktline.envs.twin import Twin
+
+    twin, rule, out = Twin(load_spec(LINE), seed=0), get_rule("SPT"), []
+    while len(out) < n:
+        req = twin.run_until_decision()
+        if req is None:
+            break
+        if req.kind == "dispatch":
+            out.append(twin.snapshot())
+            twin.dispatch(rule.dispatch(req.candidates, twin.now, None))
+        else:
+            twin.release(req.pool_size)
+    return [s for s in out if len(s["stations"]) and _queue_len(s) <= 10]
+
+
+def _queue_len(s: dict[str, Any]) -> int:
+    st = next(x for x in s["stations"] if x["name"] == s["decision"]["station"])
+    return len(st["queue"])
+
+
+def start(cmd: list[str], env: dict[str, str], url: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=out)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{cmd[:3]} exited:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    sys.exit(f"{cmd[:3]} did not start:\n{log.read_text()[-2000:]}")
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+class Client:
+    """A minimal keep-alive HTTP/1.1 client (``http.client``): little overhead to measure."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.path = parts.path
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+        self.headers = {**headers, "content-type": "application/json"}
+
+    def post(self, body: bytes) -> int:
+        self.conn.request("POST", self.path, body=body, headers=self.headers)
+        response = self.conn.getresponse()
+        response.read()
+        return response.status
+
+
+def latency(url: str, bodies: list[bytes], headers: dict[str, str], n: int) -> list[float]:
+    """Sequential requests from one keep-alive client (seconds each)."""
+    client = Client(url, headers)
+    for b in bodies[:50]:
+        assert client.post(b) == 200, url
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        status = client.post(bodies[i % len(bodies)])
+        times.append(time.perf_counter() - t)
+        if status != 200:
+            sys.exit(f"{url}: HTTP {status}")
+    return times
+
+
+def _client_loop(args: tuple[str, list[bytes], dict[str, str], float, float, int]) -> int:
+    url, bodies, headers, start, stop, k = args
+    client = Client(url, headers)
+    time.sleep(max(0.0, start - time.time()))
+    count, i = 0, k
+    while time.time() < stop:
+        if client.post(bodies[i % len(bodies)]) != 200:
+            return -1
+        count += 1
+        i += 7
+    return count
+
+
+def throughput(
+    url: str, bodies: list[bytes], headers: dict[str, str], clients: int, seconds: float
+) -> float:
+    """Requests/s of ``clients`` concurrent keep-alive clients (one process each)."""
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        pool.map(_client_loop, [(url, bodies[:4], headers, 0.0, 0.0, k) for k in range(clients)])
+        start = time.time() + 0.5
+        stop = start + seconds
+        jobs = [(url, bodies, headers, start, stop, k) for k in range(clients)]
+        counts = pool.map(_client_loop, jobs)
+    if min(counts) < 0:
+        sys.exit(f"{url}: a request failed")
+    return sum(counts) / seconds
+
+
+def ms(xs: list[float], q: float) -> float:
+    return float(np.quantile(xs, q)) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="per throughput run")
+    ap.add_argument("--clients", type=int, default=2, help="concurrent clients")
+    ap.add_argument("--requests", type=int, default=1000, help="per latency run")
+    ap.add_argument(
+        "--policy-execution", choices=("thread", "inline"), default="thread",
+        help="TAKTLINE_POLICY_EXECUTION of the taktline server",
+    )  # fmt: skip
+    args = ap.parse_args()
+
+    import torch
+
+    from taktline.agents.bundle import PolicyBundle
+    from taktline.envs.encoding import make_codec
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    bundle_dir = make_bundle(tmp / "bundle")
+    bundle = PolicyBundle.load(bundle_dir)
+    codec = make_codec(bundle.env_id, bundle.env_kwargs)
+    snaps = snapshots(200)
+    encoded = [codec.encode(s) for s in snaps]
+    obs64 = np.stack([o for o, _ in encoded[:64]])
+    mask64 = np.stack([m for _, m in encoded[:64]])
+
+    # ---- bare policy ----------------------------------------------------------------------
+    o1, m1 = encoded[0]
+    bare1 = timed(lambda: bundle.act(o1[None], m1[None]), 2000)
+    bare64 = timed(lambda: bundle.act(obs64, mask64), 500)
+
+    def full() -> object:
+        o, m = codec.encode(snaps[0])
+        return codec.decode(snaps[0], int(bundle.act(o[None], m[None])[0]))
+
+    bare_full = timed(full, 2000)
+
+    # ---- servers --------------------------------------------------------------------------
+    tk_port, ml_port = free_port(), free_port()
+    env = {
+        "TAKTLINE_ENV": "production",
+        "TAKTLINE_API_KEYS": json.dumps([KEY]),
+        "TAKTLINE_CACHE_DIR": str(tmp / "cache"),
+        "TAKTLINE_POLL_INTERVAL_S": "0",
+        "TAKTLINE_POLICY_EXECUTION": args.policy_execution,
+    }
+    tk = start(
+        [sys.executable, "-m", "taktline.cli_serve", "serve", "--policy", f"p={bundle_dir}",
+         "--port", str(tk_port)],
+        env, f"http://127.0.0.1:{tk_port}/readyz", tmp / "taktline.log",
+    )  # fmt: skip
+    # the same model as training logs it (pyfunc from code, the bundle among its artifacts)
+    from taktline.training.tracking import log_policy_model
+
+    store = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(store)
+    exp = mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        model_uri = log_policy_model(bundle_dir, o1, m1)
+    try:
+        ml = start(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(ml_port)],
+            {
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                "MLFLOW_TRACKING_URI": store,
+            },
+            f"http://127.0.0.1:{ml_port}/ping", tmp / "mlflow.log",
+        )  # fmt: skip
+    except BaseException:
+        tk.terminate()
+        raise
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        decide_url = f"http://127.0.0.1:{tk_port}/v1/policies/p/decide"
+        act_url = f"http://127.0.0.1:{tk_port}/v1/policies/p/act"
+        ml_url = f"http://127.0.0.1:{ml_port}/invocations"
+        decide_bodies = [json.dumps(s).encode() for s in snaps]
+        act_bodies = [
+            json.dumps(
+                {"observations": np.roll(obs64, k, 0).tolist(),
+                 "masks": np.roll(mask64, k, 0).tolist()}
+            ).encode()
+            for k in range(8)
+        ]  # fmt: skip
+        ml1_bodies = [
+            json.dumps({"inputs": {"obs": [o.tolist()], "mask": [m.tolist()]}}).encode()
+            for o, m in encoded
+        ]
+        ml64_bodies = [
+            json.dumps(
+                {"inputs": {"obs": np.roll(obs64, k, 0).tolist(),
+                            "mask": np.roll(mask64, k, 0).tolist()}}
+            ).encode()
+            for k in range(8)
+        ]  # fmt: skip
+        rows = [
+            ("taktline /decide (1 snapshot)", decide_url, decide_bodies, auth),
+            ("taktline /act (batch 64)", act_url, act_bodies, auth),
+            ("mlflow serve (1 row)", ml_url, ml1_bodies, {}),
+            ("mlflow serve (64 rows)", ml_url, ml64_bodies, {}),
+        ]
+        results: dict[str, tuple[float, float, float]] = {}
+        for name, url, bodies, headers in rows:
+            lat = latency(url, bodies, headers, args.requests)
+            rps = throughput(url, bodies, headers, args.clients, args.seconds)
+            results[name] = (ms(lat, 0.5), ms(lat, 0.99), rps)
+    finally:
+        for proc in (tk, ml):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    print(
+        f"\nserving benchmark — {LINE}, MLP 64x64, {args.clients} client processes, torch 1 "
+        f"thread, policy execution {args.policy_execution}, load average "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    print(f"{'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>10}")
+    print(f"{'bare act (1 obs)':34}{ms(bare1, .5):9.3f}{ms(bare1, .99):9.3f}"
+          f"{1 / statistics.mean(bare1):10.0f}")  # fmt: skip
+    print(f"{'bare encode+act+decode (1 snap)':34}{ms(bare_full, .5):9.3f}"
+          f"{ms(bare_full, .99):9.3f}{1 / statistics.mean(bare_full):10.0f}")  # fmt: skip
+    print(f"{'bare act (batch 64)':34}{ms(bare64, .5):9.3f}{ms(bare64, .99):9.3f}"
+          f"{1 / statistics.mean(bare64):10.0f}")  # fmt: skip
+    for name, (p50, p99, rps) in results.items():
+        print(f"{name:34}{p50:9.3f}{p99:9.3f}{rps:10.0f}")
+    d, a = results["taktline /decide (1 snapshot)"], results["taktline /act (batch 64)"]
+    m1r, m64 = results["mlflow serve (1 row)"], results["mlflow serve (64 rows)"]
+    print("\nratios (taktline / mlflow models serve):")
+    print(f"  /decide vs 1 row : throughput x{d[2] / m1r[2]:.1f}, p50 x{m1r[0] / d[0]:.1f} lower")
+    print(f"  /act 64 vs 64 rows: throughput x{a[2] / m64[2]:.1f}, p50 x{m64[0] / a[0]:.1f} lower")
+    print(f"  /decide p50 over bare encode+act+decode: +{d[0] - ms(bare_full, 0.5):.3f} ms")
+    ok_p50, ok_x = d[0] < 2.0, d[2] / m1r[2] >= 5.0
+    print(f"targets: p50 /decide < 2 ms: {'met' if ok_p50 else 'MISSED'}; "
+          f">= 5x mlflow throughput: {'met' if ok_x else 'MISSED'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The ``serve`` command: the policy inference API on uvicorn, or as a Ray Serve deployment.
+
+``taktline serve --policy bodyshop=models:/bodyshop@production`` serves one policy on
+127.0.0.1:8000. Everything else (API keys, fallback rules, shadow mode, cache) comes from the
+``TAKTLINE_*`` environment (:class:`taktline.serving.settings.Settings`); ``--policy`` adds to
+or replaces the policies configured there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from taktline.errors import SpecError
+
+
+def _parse_policies(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, ref = value.partition("=")
+        if not sep or not name.strip() or not ref.strip():
+            raise SpecError(
+                f"--policy: expected NAME=REF (e.g. bodyshop=models:/bodyshop@production), "
+                f"got {value!r}"
+            )
+        out[name.strip()] = ref.strip()
+    return out
+
+
+def serve(
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy", help="NAME=REF, REF a models:/NAME@ALIAS URI or a bundle directory"
+        ),
+    ] = None,
+    shadow: Annotated[
+        list[str] | None, typer.Option("--shadow", help="serve NAME's rule, log the policy")
+    ] = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    ray: Annotated[bool, typer.Option("--ray", help="run as a Ray Serve deployment")] = False,
+    replicas: Annotated[int, typer.Option(help="Ray Serve replicas", min=1)] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Serve trained policies over HTTP (OpenAPI docs at /docs)."""
+    from pydantic import ValidationError
+
+    from taktline.serving.settings import PolicyConfig, Settings
+
+    try:
+        base = Settings()
+        policies = dict(base.policies)
+        for name, ref in _parse_policies(policy or []).items():
+            old = policies.get(name)
+            keep = old.model_dump(exclude={"ref"}) if old else {}
+            policies[name] = PolicyConfig(ref=ref, **keep)
+        for name in shadow or []:
+            if name not in policies:
+                raise SpecError(f"--shadow: {name!r} is not a configured policy")
+            policies[name] = policies[name].model_copy(update={"shadow": True})
+        settings = base.model_copy(update={"policies": policies})
+    except ValidationError as exc:
+        raise SpecError(
+            [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()],
+            source="serving settings",
+        ) from None
+    if not settings.policies:
+        raise SpecError("no policy to serve: pass --policy NAME=REF or set TAKTLINE_POLICIES")
+    if ray:
+        from taktline.serving.ray_serve import run
+
+        run(settings, host=host, port=port, replicas=replicas)
+        return
+    import uvicorn
+
+    from taktline.serving import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the ``taktline`` CLI."""
+    app.command("serve")(serve)
+
+
+if __name__ == "__main__":  # ``python -m taktline.cli_serve ...`` before the CLI lists it
+    _app = typer.Typer(add_completion=False)
+    register(_app)
+
+    @_app.callback()
+    def _root() -> None:
+        """taktline serving."""
+
+    _app()

@@ -1,0 +1,13 @@
+"""Serving: the policy inference API (FastAPI, Ray Serve), the model store, auth and metrics.
+
+>>> from taktline.serving import Settings, create_app
+>>> app = create_app(Settings(env="local"))
+>>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))  # doctest: +NORMALIZE_WHITESPACE
+['/v1/policies', '/v1/policies/{name}/act', '/v1/policies/{name}/decide',
+ '/v1/policies/{name}/reload']
+"""
+
+from taktline.serving.app import create_app
+from taktline.serving.settings import PolicyConfig, Settings
+
+__all__ = ["PolicyConfig", "Settings", "create_app"]

@@ -1,0 +1,214 @@
+"""The FastAPI app: one factory, :func:`create_app`, used by uvicorn, tests and Ray Serve alike.
+
+Routes (``/v1/*`` need a bearer API key unless ``env`` is ``local``/``dev``):
+
+* ``POST /v1/policies/{name}/decide`` — plant snapshot in, domain decision out.
+* ``POST /v1/policies/{name}/act`` — batched encoded observations (+ masks) in, actions out.
+* ``GET /v1/policies``, ``POST /v1/policies/{name}/reload``.
+* ``GET /healthz`` (process up), ``GET /readyz`` (every policy loaded), ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from taktline.serving.decide import DecisionService
+from taktline.serving.metrics import MetricsMiddleware, ServingMetrics
+from taktline.serving.schemas import (
+    ActRequest,
+    ActResponse,
+    DecideResponse,
+    PolicyInfo,
+    ReloadResponse,
+    Snapshot,
+)
+from taktline.serving.security import RequestSizeLimit, api_key_dependency
+from taktline.serving.settings import Settings
+from taktline.serving.store import ModelStore, ReloadResult
+
+log = logging.getLogger("taktline.serving")
+
+PolicyName = Annotated[str, Path(min_length=1, max_length=64, description="A configured policy.")]
+
+
+async def configured(name: PolicyName, request: Request) -> str:
+    """The path's policy name, if it is configured (404 otherwise)."""
+    policies = request.app.state.settings.policies
+    if name not in policies:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"policy {name!r} is not configured; configured: {sorted(policies)}",
+        )
+    return name
+
+
+Configured = Annotated[str, Depends(configured)]
+
+
+def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
+    """Build the serving app.
+
+    Args:
+        settings: serving settings; ``None`` reads them from ``TAKTLINE_*`` variables.
+        store: a model store (default: one built from ``settings``, loaded at startup).
+    """
+    settings = settings or Settings()
+    store = store or ModelStore(settings)
+    metrics = ServingMetrics()
+    service = DecisionService(settings, store, metrics)
+    if settings.torch_threads:
+        with contextlib.suppress(ImportError):
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+
+    def record(result: ReloadResult) -> None:
+        outcome = "error" if result.error else ("changed" if result.changed else "unchanged")
+        metrics.reloads.labels(result.name, outcome).inc()
+        metrics.set_version(result.name, result.version, result.source)
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(settings.poll_interval_s)
+            for name in store.names():
+                try:
+                    record(await anyio.to_thread.run_sync(store.refresh, name))
+                except Exception:  # a broken poll must never stop serving
+                    log.exception("policy %s: polling failed", name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for result in await anyio.to_thread.run_sync(store.load_all):
+            record(result)
+        task = asyncio.create_task(poll()) if settings.poll_interval_s > 0 else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="taktline serving",
+        version="1",
+        description="Dispatching and release decisions for production lines, from trained "
+        "policies with rule fallback.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = metrics
+    authorized = [Depends(api_key_dependency(
+        [k.get_secret_value().encode() for k in settings.api_keys], settings.auth_enabled
+    ))]  # fmt: skip
+
+    error_responses: dict[int | str, dict[str, str]] = {
+        401: {"description": "Missing API key"},
+        403: {"description": "Invalid API key"},
+        404: {"description": "Unknown policy"},
+        413: {"description": "Request body too large"},
+    }
+
+    @app.post(
+        "/v1/policies/{name}/decide",
+        dependencies=authorized,
+        responses=error_responses,
+        tags=["decisions"],
+        response_model_exclude_none=True,
+    )
+    async def decide(name: Configured, snapshot: Snapshot) -> DecideResponse:
+        """What should happen next on the line, from a plant snapshot."""
+        return await service.decide(name, snapshot.model_dump())
+
+    @app.post(
+        "/v1/policies/{name}/act",
+        dependencies=authorized,
+        responses={**error_responses, 503: {"description": "Policy not loaded or timed out"}},
+        tags=["decisions"],
+    )
+    async def act(name: Configured, request: ActRequest) -> ActResponse:
+        """Actions for a batch of encoded observations and feasibility masks."""
+        return await service.act(name, request)
+
+    @app.get("/v1/policies", dependencies=authorized, tags=["policies"])
+    async def list_policies() -> list[PolicyInfo]:
+        """Every configured policy and the version it serves."""
+        return [_info(store, name) for name in store.names()]
+
+    @app.post(
+        "/v1/policies/{name}/reload",
+        dependencies=authorized,
+        responses=error_responses,
+        tags=["policies"],
+    )
+    async def reload(name: Configured) -> ReloadResponse:
+        """Check the policy's reference (registry alias) now and swap in a new version."""
+        result = await anyio.to_thread.run_sync(store.refresh, name)
+        record(result)
+        return ReloadResponse(
+            policy=name,
+            changed=result.changed,
+            model_version=result.version,
+            previous_version=result.previous,
+            source=result.source,
+            error=result.error,
+        )
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
+    async def readyz() -> JSONResponse:
+        """Every configured policy has a loaded version."""
+        missing = {n: store.errors.get(n, "loading") for n in store.names() if not store.get(n)}
+        code = status.HTTP_200_OK if not missing else status.HTTP_503_SERVICE_UNAVAILABLE
+        return JSONResponse({"ready": not missing, "missing": missing}, status_code=code)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+def _info(store: ModelStore, name: str) -> PolicyInfo:
+    config = store.settings.policies[name]
+    loaded = store.get(name)
+    bundle = loaded.bundle if loaded else None
+    return PolicyInfo(
+        name=name,
+        ref=config.ref,
+        loaded=loaded is not None,
+        model_version=loaded.version if loaded else None,
+        alias=loaded.alias if loaded else None,
+        source=loaded.source if loaded else None,
+        env_id=bundle.env_id if bundle else None,
+        env_kwargs=dict(bundle.env_kwargs) if bundle else None,
+        spec_hash=bundle.spec_hash if bundle else None,
+        observation_shape=list(loaded.obs_shape) if loaded else None,
+        n_actions=loaded.n_actions if loaded else None,
+        lineage=dict(bundle.lineage) if bundle else None,
+        fallback_rule=config.fallback_rule,
+        shadow=config.shadow,
+        error=store.errors.get(name),
+    )
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory taktline.serving.app:app_from_env`` (settings from env)."""
+    return create_app(Settings())

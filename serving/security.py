@@ -1,0 +1,113 @@
+"""Bearer API keys (constant-time comparison) and the request-size limit."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from TAKTLINE_API_KEYS.")
+
+
+def key_matches(token: str, keys: list[bytes]) -> bool:
+    """Whether ``token`` equals one of ``keys``, compared in constant time.
+
+    Every key is compared (no early exit), so timing reveals neither the key nor which matched.
+
+    >>> key_matches("k2", [b"k1", b"k2"]), key_matches("k3", [b"k1", b"k2"])
+    (True, False)
+    """
+    given = token.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
+
+
+def api_key_dependency(
+    keys: list[bytes], enabled: bool
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one."""
+
+    async def require_api_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if not enabled:
+            return
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not key_matches(credentials.credentials, keys):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
+
+    return require_api_key
+
+
+class RequestSizeLimit:
+    """ASGI middleware: bodies over ``max_bytes`` get 413, announced or streamed alike."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    announced = int(value)
+                except ValueError:
+                    announced = self.max_bytes + 1
+                if announced > self.max_bytes:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, self._detail())
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except HTTPException as exc:
+            if started or exc.status_code != status.HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+                raise
+            await self._reject(send)
+
+    def _detail(self) -> str:
+        return f"request body over {self.max_bytes} bytes (TAKTLINE_MAX_REQUEST_BYTES)"
+
+    async def _reject(self, send: Send) -> None:
+        body = b'{"detail":"' + self._detail().encode() + b'"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
