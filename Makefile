@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	cd /tmp && $(abspath $(BIN))/mypy -p taktline.envs -p taktline.serving -p taktline.agents
+	cd /tmp && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p taktline.envs -p taktline.serving -p taktline.agents
 
 pytest: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
