@@ -22,7 +22,7 @@ install: $(STAMP)
 	$(BIN)/pip install -q --no-deps --force-reinstall .
 
 demo: install
-	$(BIN)/taktline demo
+	cd $(CURDIR) && $(abspath $(BIN))/taktline demo
 
 lint: install
 	$(BIN)/ruff check .
