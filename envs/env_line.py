@@ -127,7 +127,7 @@ class _LineEnv(gym.Env[Any, np.int64]):
         self.render_mode = render_mode
         self._weights = energy_weights(self.spec_line)
         self.twin: Twin | None = None
-        self._mask = np.zeros(self.codec.action_space.n, dtype=bool)
+        self._mask = np.zeros(int(self.codec.action_space.n), dtype=np.bool_)
         self._profit = 0.0
         self._over = True
         self.decision_count = 0
