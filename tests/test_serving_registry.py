@@ -94,7 +94,14 @@ def test_alias_moves_reload_without_dropping_and_restart_from_cache(
         assert metric_value(text, "taktline_reloads_total", policy="line", outcome="changed") >= 2
 
     shutil.rmtree(registry)  # the registry is gone: the restart serves the cached version
-    with run_server(policies, tmp_path, env=env) as server, server.client(headers=AUTH) as c:
+    # ... and its address now leads nowhere (a closed port), as when the registry server is down
+    down = {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+        "TAKTLINE_POLL_INTERVAL_S": "0",
+    }
+    with run_server(policies, tmp_path, env=down) as server, server.client(headers=AUTH) as c:
         assert _version(c) == (v1, "cache")
         body = c.post("/v1/policies/line/decide", json=snapshots[1]).json()
         assert body["served_by"] == f"policy:line@{v1}" and body["fallback"] is False
