@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from taktline.agents.networks import build_network
+from taktline.agents.networks import NumpyMLP, build_network
 from taktline.agents.spaces import space_from_json, space_to_json
 from taktline.errors import PolicyError
 
@@ -77,6 +77,24 @@ class PolicyBundle:
     network_spec: dict[str, Any]
     lineage: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
+    _kernel: NumpyMLP | None = field(default=None, init=False, repr=False, compare=False)
+
+    def freeze(self) -> PolicyBundle:
+        """Serve from a numpy copy of the weights where the network allows it; returns self.
+
+        For an MLP this makes :meth:`act` about ten times faster on one observation (torch's
+        per-operator overhead dominates such small passes). The copy is taken now: call it
+        on a bundle whose weights will not change (serving does, after loading). Networks
+        without a numpy kernel (attention, GELU) keep running in torch.
+        """
+        self.network.eval()
+        self._kernel = NumpyMLP.from_module(self.network)
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`act` runs the numpy kernel of :meth:`freeze`."""
+        return self._kernel is not None
 
     # ---- acting ------------------------------------------------------------------------
     @property
@@ -87,6 +105,13 @@ class PolicyBundle:
     def _prepare(
         self, obs: Any, mask: np.ndarray | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, m = self._prepare_numpy(obs, mask)
+        return torch.from_numpy(x), (None if m is None else torch.from_numpy(m))
+
+    def _prepare_numpy(
+        self, obs: Any, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Checked float32 observations and boolean masks (errors name the shape expected)."""
         if isinstance(obs, dict):  # a Dict observation (RLlib style) carries its mask
             if mask is None and "action_mask" in obs:
                 mask = np.asarray(obs["action_mask"]) > 0.5
@@ -107,7 +132,7 @@ class PolicyBundle:
                 f"obs: expected shape (B, {', '.join(map(str, expected))}), got {x.shape}"
                 + ("; add a batch axis with obs[None]" if x.shape == expected else "")
             )
-        m = None
+        m: np.ndarray | None = None
         if mask is not None:
             mb = np.asarray(mask).astype(bool)
             n = int(self.action_space.n)
@@ -122,16 +147,25 @@ class PolicyBundle:
                 raise PolicyError(
                     f"mask: row {int(empty[0])} allows no action; there is nothing to decide"
                 )
-            m = torch.from_numpy(mb)
-        return torch.from_numpy(x), m
+            m = mb
+        return x, m
+
+    def _logits(self, obs: Any, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Masked logits ``(B, n)`` as float64 and the boolean mask (or ``None``)."""
+        kernel = self._kernel
+        if kernel is not None:
+            x, m = self._prepare_numpy(obs, mask)
+            return kernel(x, m).astype(np.float64), m
+        xt, mt = self._prepare(obs, mask)
+        if self.network.training:
+            self.network.eval()
+        with torch.inference_mode():
+            out = self.network(xt, mt).double().numpy()
+        return out, (None if mt is None else mt.numpy())
 
     def logits(self, obs: Any, mask: np.ndarray | None = None) -> np.ndarray:
         """Masked logits ``(B, n)`` of a batch of observations."""
-        x, m = self._prepare(obs, mask)
-        self.network.eval()
-        with torch.no_grad():
-            out = self.network(x, m)
-        return np.asarray(out.double().numpy())
+        return self._logits(obs, mask)[0]
 
     def act(
         self,
@@ -152,23 +186,20 @@ class PolicyBundle:
             PolicyError: for observations or masks of the wrong shape, or a mask row that
                 allows nothing.
         """
-        x, m = self._prepare(obs, mask)
-        self.network.eval()
-        with torch.no_grad():
-            logits = self.network(x, m).double()
+        logits, mb = self._logits(obs, mask)
         if deterministic:
-            actions = logits.argmax(dim=1).numpy()
+            actions = logits.argmax(axis=1)
         else:
-            probs = torch.softmax(logits, dim=1).numpy()
+            z = logits - logits.max(axis=1, keepdims=True)
+            probs = np.exp(z)
             u = np.asarray((rng or np.random.default_rng()).random(probs.shape[0]))
             cdf = np.cumsum(probs, axis=1)
             actions = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), probs.shape[1] - 1)
         actions = actions.astype(np.int64)
-        if m is not None:  # never an infeasible action, even at the edge of float precision
-            mb = m.numpy()
+        if mb is not None:  # never an infeasible action, even at the edge of float precision
             bad = ~mb[np.arange(len(actions)), actions]
             if bad.any():
-                actions[bad] = logits.numpy()[bad].argmax(axis=1)
+                actions[bad] = np.where(mb[bad], logits[bad], -np.inf).argmax(axis=1)
         return actions
 
     # ---- storage -----------------------------------------------------------------------

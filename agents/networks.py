@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -103,6 +104,76 @@ class MaskedMLP(nn.Module):
                 "was trained on another env or env_kwargs"
             )
         return apply_mask(self.head(self.body(x)), mask)
+
+
+class NumpyMLP:
+    """An inference-only numpy copy of a :class:`MaskedMLP` (float32, same maths).
+
+    A small MLP spends most of a torch forward pass in per-operator dispatch (about 20 us per
+    op on a 2-core CPU): the whole pass takes ~120 us in torch and ~25 us here. Serving runs
+    one observation per request, so this is its hot path. The weights are copied when the
+    kernel is built; later changes to the torch module are not seen (build it again).
+
+    >>> import torch
+    >>> net = MaskedMLP(4, 3)
+    >>> kernel = NumpyMLP.from_module(net)
+    >>> x, m = torch.rand(2, 4), torch.tensor([[True, False, True]] * 2)
+    >>> bool(np.allclose(kernel(x.numpy(), m.numpy()), net(x, m).detach().numpy(), atol=1e-5))
+    True
+    """
+
+    _ACTIVATIONS: ClassVar[dict[type[nn.Module], Any]] = {
+        nn.Tanh: np.tanh,
+        nn.ReLU: lambda h: np.maximum(h, 0.0, out=h),
+    }
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, Any]], obs_dim: int) -> None:
+        self.layers = layers
+        self.obs_dim = obs_dim
+
+    @classmethod
+    def from_module(cls, net: nn.Module) -> NumpyMLP | None:
+        """The kernel of ``net``, or ``None`` when ``net`` is not a plain :class:`MaskedMLP`
+        (another class, or an activation numpy has no exact twin of, such as GELU)."""
+        if type(net) is not MaskedMLP:
+            return None
+        layers: list[tuple[np.ndarray, np.ndarray, Any]] = []
+        modules = [*net.body, net.head]
+        for i, mod in enumerate(modules):
+            if isinstance(mod, nn.Linear):
+                weight = mod.weight.detach().cpu().numpy().astype(np.float32).T.copy()
+                if mod.bias is not None:
+                    bias = mod.bias.detach().cpu().numpy().astype(np.float32).copy()
+                else:
+                    bias = np.zeros(weight.shape[1], np.float32)
+                layers.append((weight, bias, None))
+            elif type(mod) in cls._ACTIVATIONS and i > 0 and layers[-1][2] is None:
+                w, b, _ = layers[-1]
+                layers[-1] = (w, b, cls._ACTIVATIONS[type(mod)])
+            else:
+                return None
+        return cls(layers, net.obs_dim)
+
+    def __call__(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Masked logits ``(B, n)`` (float32) of observations ``(B, ...)``."""
+        h = np.asarray(obs, dtype=np.float32).reshape(obs.shape[0], -1)
+        if h.shape[1] != self.obs_dim:
+            raise PolicyError(
+                f"observation: expected {self.obs_dim} features, got {h.shape[1]}; the policy "
+                "was trained on another env or env_kwargs"
+            )
+        for weight, bias, act in self.layers:
+            h = h @ weight
+            h += bias
+            if act is not None:
+                h = act(h)
+        if mask is not None:
+            if mask.shape != h.shape:
+                raise PolicyError(
+                    f"mask: expected shape {h.shape} (batch, actions), got {tuple(mask.shape)}"
+                )
+            h = np.where(mask, h, np.float32(MASKED_LOGIT))
+        return h
 
 
 class JobShopAttention(nn.Module):

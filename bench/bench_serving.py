@@ -2,8 +2,9 @@
 
 Measures on localhost, for one small dispatching policy (bodyshop, MLP 64x64):
 
-* the bare policy forward pass in-process (``bundle.act``), single and batch of 64, and the
-  full in-process ``encode -> act -> decode`` of one snapshot;
+* the bare policy forward pass in-process (``bundle.act``, in torch and on the frozen numpy
+  kernel that serving uses), single and batch of 64, and the full in-process
+  ``encode -> act -> decode`` of one snapshot;
 * ``POST /decide`` (one snapshot) and ``POST /act`` (batch of 64) of ``taktline serve``
   (uvicorn, auth on): p50/p99 latency with one client, requests/s with concurrent clients;
 * ``mlflow models serve --env-manager local`` of the same bundle logged as training logs it
@@ -189,7 +190,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2, help="concurrent clients")
     ap.add_argument("--requests", type=int, default=1000, help="per latency run")
     ap.add_argument(
-        "--policy-execution", choices=("thread", "inline"), default="thread",
+        "--policy-execution", choices=("auto", "thread", "inline"), default="auto",
         help="TAKTLINE_POLICY_EXECUTION of the taktline server",
     )  # fmt: skip
     args = ap.parse_args()
@@ -202,7 +203,8 @@ def main() -> None:
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     bundle_dir = make_bundle(tmp / "bundle")
-    bundle = PolicyBundle.load(bundle_dir)
+    torch_bundle = PolicyBundle.load(bundle_dir)
+    bundle = PolicyBundle.load(bundle_dir).freeze()  # as serving (and the pyfunc) load it
     codec = make_codec(bundle.env_id, bundle.env_kwargs)
     snaps = snapshots(200)
     encoded = [codec.encode(s) for s in snaps]
@@ -213,6 +215,8 @@ def main() -> None:
     o1, m1 = encoded[0]
     bare1 = timed(lambda: bundle.act(o1[None], m1[None]), 2000)
     bare64 = timed(lambda: bundle.act(obs64, mask64), 500)
+    torch1 = timed(lambda: torch_bundle.act(o1[None], m1[None]), 2000)
+    torch64 = timed(lambda: torch_bundle.act(obs64, mask64), 500)
 
     def full() -> object:
         o, m = codec.encode(snaps[0])
@@ -301,12 +305,15 @@ def main() -> None:
         + " ".join(f"{x:.1f}" for x in os.getloadavg())
     )
     print(f"{'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>10}")
-    print(f"{'bare act (1 obs)':34}{ms(bare1, .5):9.3f}{ms(bare1, .99):9.3f}"
-          f"{1 / statistics.mean(bare1):10.0f}")  # fmt: skip
-    print(f"{'bare encode+act+decode (1 snap)':34}{ms(bare_full, .5):9.3f}"
-          f"{ms(bare_full, .99):9.3f}{1 / statistics.mean(bare_full):10.0f}")  # fmt: skip
-    print(f"{'bare act (batch 64)':34}{ms(bare64, .5):9.3f}{ms(bare64, .99):9.3f}"
-          f"{1 / statistics.mean(bare64):10.0f}")  # fmt: skip
+    bare_rows = [
+        ("bare act, torch (1 obs)", torch1),
+        ("bare act, numpy kernel (1 obs)", bare1),
+        ("bare encode+act+decode (1 snap)", bare_full),
+        ("bare act, torch (batch 64)", torch64),
+        ("bare act, numpy kernel (batch 64)", bare64),
+    ]
+    for name, xs in bare_rows:
+        print(f"{name:34}{ms(xs, 0.5):9.3f}{ms(xs, 0.99):9.3f}{1 / statistics.mean(xs):10.0f}")
     for name, (p50, p99, rps) in results.items():
         print(f"{name:34}{p50:9.3f}{p99:9.3f}{rps:10.0f}")
     d, a = results["taktline /decide (1 snapshot)"], results["taktline /act (batch 64)"]

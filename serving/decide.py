@@ -125,7 +125,8 @@ class DecisionService:
             raise PolicyUnusable("policy_unavailable", "no version of the policy is loaded")
         timeout = self.settings.decision_timeout_s
         try:
-            if self.settings.policy_execution == "inline":
+            mode = self.settings.policy_execution
+            if mode == "inline" or (mode == "auto" and loaded.fast):
                 start = time.perf_counter()
                 answer = policy_decision(loaded, snapshot)
                 if time.perf_counter() - start > timeout:

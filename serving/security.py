@@ -28,6 +28,33 @@ def key_matches(token: str, keys: list[bytes]) -> bool:
     return found
 
 
+def check_api_key(token: str | None, keys: list[bytes], enabled: bool) -> None:
+    """Raise 401 without a bearer token and 403 with a wrong one (nothing when auth is off)."""
+    if not enabled:
+        return
+    if token is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not key_matches(token, keys):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (``None`` for anything else).
+
+    >>> bearer_token("Bearer abc"), bearer_token("bearer abc"), bearer_token("Basic abc")
+    ('abc', 'abc', None)
+    """
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def api_key_dependency(
     keys: list[bytes], enabled: bool
 ) -> Callable[..., Coroutine[Any, Any, None]]:
@@ -36,16 +63,10 @@ def api_key_dependency(
     async def require_api_key(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if not enabled:
-            return
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing API key: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if not key_matches(credentials.credentials, keys):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
+        token = None
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            token = credentials.credentials
+        check_api_key(token, keys, enabled)
 
     return require_api_key
 

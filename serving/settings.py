@@ -109,11 +109,13 @@ class Settings(BaseSettings):
     """Most observations in one ``/act`` request."""
     decision_timeout_s: float = Field(default=0.25, gt=0)
     """A ``/decide`` policy answer that takes longer is abandoned for the fallback rule."""
-    policy_execution: Literal["thread", "inline"] = "thread"
+    policy_execution: Literal["auto", "thread", "inline"] = "auto"
     """``thread``: each ``/decide`` forward pass runs in a worker thread and is abandoned at the
     timeout (a hung policy cannot stall the server). ``inline``: it runs on the event loop
     (no thread hand-off, the lowest latency on a busy CPU) and an answer that took longer than
-    the timeout is replaced by the rule afterwards; for small, well-behaved networks."""
+    the timeout is replaced by the rule afterwards; for small, well-behaved networks.
+    ``auto``: inline for policies on the numpy MLP kernel (tens of microseconds, bounded),
+    a thread for the rest (attention networks, torch-only layers)."""
     act_timeout_s: float = Field(default=2.0, gt=0)
     """A ``/act`` batch that takes longer is answered 503 (it has no rule to fall back to)."""
     poll_interval_s: float = Field(default=30.0, ge=0)

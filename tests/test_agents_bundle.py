@@ -74,8 +74,11 @@ def test_lineage_records_the_git_commit_and_time() -> None:
 
 
 @pytest.mark.parametrize("deterministic", [True, False])
-def test_act_never_returns_a_masked_action(deterministic: bool) -> None:
+@pytest.mark.parametrize("frozen", [False, True], ids=["torch", "numpy"])
+def test_act_never_returns_a_masked_action(deterministic: bool, frozen: bool) -> None:
     bundle = mlp_bundle(n=7)
+    if frozen:
+        bundle.freeze()
     rng = np.random.default_rng(1)
     # huge observations push the unmasked logits far apart; masks keep a single action often
     obs = rng.normal(0, 50, (2000, 6)).astype(np.float32)
@@ -98,14 +101,47 @@ def test_sampling_follows_the_softmax_and_is_seeded() -> None:
     np.testing.assert_allclose(freq, probs, atol=0.02)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_frozen_numpy_kernel_computes_what_torch_computes(activation: str) -> None:
+    torch.manual_seed(3)
+    kw = {"obs_dim": 12, "n_actions": 5, "hidden": [32, 16], "activation": activation}
+    net = MaskedMLP(**kw)  # type: ignore[arg-type]
+    box = gym.spaces.Box(-100, 100, (12,), np.float32)
+    spec = {"class": "mlp", "kwargs": kw}
+    plain = PolicyBundle(LINE_DISPATCH_ID, {}, None, box, gym.spaces.Discrete(5), net, spec)
+    frozen = PolicyBundle(LINE_DISPATCH_ID, {}, None, box, gym.spaces.Discrete(5), net, spec)
+    assert frozen.freeze() is frozen and frozen.frozen and not plain.frozen
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0, 3, (500, 12)).astype(np.float32)
+    mask = rng.random((500, 5)) < 0.6
+    mask[np.arange(500), rng.integers(0, 5, 500)] = True
+    # float32 both ways: the sums differ only in summation order (a few ulp)
+    np.testing.assert_allclose(frozen.logits(obs, mask), plain.logits(obs, mask), rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_array_equal(frozen.act(obs, mask), plain.act(obs, mask))
+    masked = frozen.logits(obs, mask)[~mask]
+    assert (masked == np.float32(MASKED_LOGIT)).all()
+
+
+def test_freeze_keeps_torch_where_numpy_has_no_exact_twin() -> None:
+    gelu = {"obs_dim": 4, "n_actions": 3, "activation": "gelu"}
+    net = build_network({"class": "mlp", "kwargs": gelu})
+    box = gym.spaces.Box(-1, 1, (4,), np.float32)
+    bundle = PolicyBundle(LINE_DISPATCH_ID, {}, None, box, gym.spaces.Discrete(3), net, {})
+    assert not bundle.freeze().frozen
+    assert bundle.act(np.zeros((1, 4), np.float32)).shape == (1,)
+    assert not attention_bundle().freeze().frozen
+
+
 def test_masked_logits_are_finite_and_low() -> None:
     net = build_network({"class": "mlp", "kwargs": {"obs_dim": 3, "n_actions": 2}})
     out = net(torch.zeros(1, 3), torch.tensor([[False, True]]))
     assert out[0, 0].item() == MASKED_LOGIT and torch.isfinite(out).all()
 
 
-def test_bad_shapes_and_empty_masks_are_clear_errors() -> None:
-    bundle = mlp_bundle()
+@pytest.mark.parametrize("frozen", [False, True], ids=["torch", "numpy"])
+def test_bad_shapes_and_empty_masks_are_clear_errors(frozen: bool) -> None:
+    bundle = mlp_bundle().freeze() if frozen else mlp_bundle()
     with pytest.raises(PolicyError, match=r"add a batch axis"):
         bundle.act(np.zeros(6, np.float32))
     with pytest.raises(PolicyError, match=r"expected shape \(B, 6\), got \(1, 5\)"):

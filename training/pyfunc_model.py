@@ -23,7 +23,8 @@ class BundleModel(PythonModel):  # type: ignore[misc]
     """Loads the bundle from the model's artifacts and acts with it."""
 
     def load_context(self, context):  # type: ignore[no-untyped-def]
-        self.bundle = PolicyBundle.load(context.artifacts["bundle"])
+        # a served model's weights never change: act on the numpy kernel where there is one
+        self.bundle = PolicyBundle.load(context.artifacts["bundle"]).freeze()
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if isinstance(model_input, dict):
