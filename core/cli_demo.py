@@ -133,6 +133,7 @@ def serve_and_decide(model_uri: str, tracking_uri: str, line: str, out: Path) ->
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_REGISTRY_URI": tracking_uri,  # not one inherited from an earlier configure()
         "TAKTLINE_ENV": "production",
         "TAKTLINE_API_KEYS": json.dumps([key]),
         "TAKTLINE_CACHE_DIR": str((out / "model-cache").resolve()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,26 @@ def jssp_dir() -> Path:
 
 
 # ---- MLflow (training and registry tests) ------------------------------------------------------
-import contextlib  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uris(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees another's MLflow store.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` (which ``training.tracking.configure``
+    calls) write ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` into ``os.environ`` for
+    subprocesses to inherit, and keep module globals. Left over, a later test's server
+    subprocess resolved aliases against an earlier test's registry. Both are reset here.
+    """
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)  # restored (to unset) after the test
+    yield
+    import sys
+
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._model_registry.utils as registry_utils
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
 
 
 @pytest.fixture(scope="session")

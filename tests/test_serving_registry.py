@@ -34,11 +34,6 @@ def _version(client: httpx.Client) -> tuple[str | None, str | None]:
     return info["model_version"], info["source"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known issue (#7 open): in a non-editable install the restart still reports its "
-    "source as 'registry' instead of 'cache'; passes in the development tree",
-)
 def test_alias_moves_reload_without_dropping_and_restart_from_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,7 +50,7 @@ def test_alias_moves_reload_without_dropping_and_restart_from_cache(
     snapshots = dispatch_snapshots("bodyshop", 12, seed=5)
     snapshots = [s for s in snapshots if s["decision"] is not None][:10]
     policies = {"line": f"models:/{MODEL}@production"}
-    env = {"MLFLOW_TRACKING_URI": uri, "TAKTLINE_POLL_INTERVAL_S": "1"}
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "TAKTLINE_POLL_INTERVAL_S": "1"}
 
     with run_server(policies, tmp_path, env=env) as server, server.client(headers=AUTH) as c:
         assert _version(c) == (v1, "registry")
@@ -102,6 +97,7 @@ def test_alias_moves_reload_without_dropping_and_restart_from_cache(
     # ... and its address now leads nowhere (a closed port), as when the registry server is down
     down = {
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
         "TAKTLINE_POLL_INTERVAL_S": "0",
