@@ -14,18 +14,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
 
 from taktline.serving.decide import DecisionService
+from taktline.serving.fastpath import DecisionFastPath
 from taktline.serving.metrics import MetricsMiddleware, ServingMetrics
 from taktline.serving.schemas import (
     ActRequest,
@@ -35,18 +32,12 @@ from taktline.serving.schemas import (
     ReloadResponse,
     Snapshot,
 )
-from taktline.serving.security import (
-    RequestSizeLimit,
-    api_key_dependency,
-    bearer_token,
-    check_api_key,
-)
+from taktline.serving.security import RequestSizeLimit, api_key_dependency
 from taktline.serving.settings import Settings
 from taktline.serving.store import ModelStore, ReloadResult
 
 log = logging.getLogger("taktline.serving")
 
-BodyModel = TypeVar("BodyModel", bound=BaseModel)
 PolicyName = Annotated[str, Path(min_length=1, max_length=64, description="A configured policy.")]
 
 
@@ -129,50 +120,26 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         413: {"description": "Request body too large"},
     }
 
-    # The two decision routes are the hot path: they check the key, the policy name and the
-    # body by hand (pydantic parses the JSON bytes directly) and serialize the answer once,
-    # instead of FastAPI's dependency solving, json.loads + validation and response
-    # re-validation — about half of the request's time for one snapshot. The OpenAPI schema
-    # documents them as if declared the usual way (see _document_raw_bodies).
-    keys = [k.get_secret_value().encode() for k in settings.api_keys]
-    policies = settings.policies
-
-    def admit(name: str, request: Request) -> None:
-        check_api_key(bearer_token(request.headers.get("authorization")), keys,
-                      settings.auth_enabled)  # fmt: skip
-        if name not in policies:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND,
-                f"policy {name!r} is not configured; configured: {sorted(policies)}",
-            )
-
     @app.post(
         "/v1/policies/{name}/decide",
+        dependencies=authorized,
         responses=error_responses,
         tags=["decisions"],
-        response_model=DecideResponse,
         response_model_exclude_none=True,
-        openapi_extra=_raw_body_doc(Snapshot),
     )
-    async def decide(name: PolicyName, request: Request) -> Response:
+    async def decide(name: Configured, snapshot: Snapshot) -> DecideResponse:
         """What should happen next on the line, from a plant snapshot."""
-        admit(name, request)
-        snapshot = _parse_body(Snapshot, await request.body())
-        answer = await service.decide(name, snapshot.model_dump())
-        return _json(answer.model_dump_json(exclude_none=True))
+        return await service.decide(name, snapshot.model_dump())
 
     @app.post(
         "/v1/policies/{name}/act",
+        dependencies=authorized,
         responses={**error_responses, 503: {"description": "Policy not loaded or timed out"}},
         tags=["decisions"],
-        response_model=ActResponse,
-        openapi_extra=_raw_body_doc(ActRequest),
     )
-    async def act(name: PolicyName, request: Request) -> Response:
+    async def act(name: Configured, request: ActRequest) -> ActResponse:
         """Actions for a batch of encoded observations and feasibility masks."""
-        admit(name, request)
-        body = _parse_body(ActRequest, await request.body())
-        return _json((await service.act(name, body)).model_dump_json())
+        return await service.act(name, request)
 
     @app.get("/v1/policies", dependencies=authorized, tags=["policies"])
     async def list_policies() -> list[PolicyInfo]:
@@ -217,53 +184,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
-    _document_raw_bodies(app, [Snapshot, ActRequest])
+    if settings.fast_path:  # outermost: valid decision requests skip the framework
+        app.add_middleware(DecisionFastPath, settings=settings, service=service, metrics=metrics)
     return app
-
-
-def _json(text: str) -> Response:
-    return Response(content=text, media_type="application/json")
-
-
-def _parse_body(model: type[BodyModel], body: bytes) -> BodyModel:
-    """``model`` from the raw JSON bytes; a 422 like FastAPI's own (``loc`` from ``body``)."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
-
-
-def _raw_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of a route that parses ``model`` itself."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
-        "security": [{"HTTPBearer": []}],
-    }
-
-
-def _document_raw_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
-    """Add the hand-parsed bodies' schemas to the OpenAPI components."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
-            _, defs = models_json_schema(
-                [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
-            )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for key, value in defs.get("$defs", {}).items():
-                components.setdefault(key, value)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _info(store: ModelStore, name: str) -> PolicyInfo:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     """Force authentication on or off; ``None`` follows ``env``."""
     max_request_bytes: int = Field(default=1_000_000, ge=1_024)
     """Larger request bodies get 413."""
+    fast_path: bool = True
+    """Answer valid, authorized ``/decide`` and ``/act`` requests without the framework's
+    routing (:mod:`taktline.serving.fastpath`; same answers, about half the time)."""
     max_batch: int = Field(default=4_096, ge=1)
     """Most observations in one ``/act`` request."""
     decision_timeout_s: float = Field(default=0.25, gt=0)

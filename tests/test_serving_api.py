@@ -216,3 +216,60 @@ def test_unknown_policy_is_404_and_oversized_body_is_413(client: httpx.Client) -
     assert r.status_code == 404
     big = {"observations": [[0.0] * 1000] * 100}  # ~ 400 kB > 200 kB limit
     assert client.post("/v1/policies/bodyshop/act", json=big).status_code == 413
+
+
+@pytest.fixture(scope="module")
+def framework_server(
+    bundle_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The same server with the decision fast path off: every request through FastAPI."""
+    tmp = tmp_path_factory.mktemp("framework-server")
+    policies = {"bodyshop": str(bundle_path), "shadowed": str(bundle_path)}
+    env = {"TAKTLINE_MAX_REQUEST_BYTES": "200000", "TAKTLINE_FAST_PATH": "false"}
+    with run_server(policies, tmp, env=env, shadow=("shadowed",)) as srv:
+        yield srv
+
+
+def test_fast_path_answers_exactly_as_the_framework_routes(
+    server: Server, framework_server: Server, snapshots: list[dict[str, Any]]
+) -> None:
+    """Every outcome — answers, fallbacks, shadow, and each error status with its body — is
+    the same whether the fast path or the FastAPI routes answer."""
+    invalid = copy.deepcopy(snapshots[0])
+    invalid["stations"][1]["machines"][0]["state"] = "exploded"
+    release = copy.deepcopy(snapshots[0])
+    release["decision"] = {"kind": "release"}
+    rng = np.random.default_rng(4)
+    with server.client(headers=AUTH) as fast, framework_server.client(headers=AUTH) as slow:
+        info = fast.get("/v1/policies").json()[0]
+        width, n = info["observation_shape"][0], info["n_actions"]
+        masks = rng.random((8, n)) < 0.5
+        masks[:, 0] = True
+        act = {"observations": rng.uniform(-1, 1, (8, width)).round(3).tolist(),
+               "masks": masks.tolist()}  # fmt: skip
+        decide, shadow = "/v1/policies/bodyshop/decide", "/v1/policies/shadowed/decide"
+        cases: list[tuple[str, dict[str, Any]]] = [
+            *[(decide, {"json": s}) for s in snapshots[:6]],
+            *[(shadow, {"json": s}) for s in snapshots[:3]],
+            (decide, {"json": crowded_snapshot(snapshots[0], MAX_QUEUE + 2)}),  # fallback
+            (decide, {"json": release}),
+            (decide, {"json": invalid}),  # 422
+            (decide, {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+            (decide, {"content": b"{}", "headers": {"content-type": "text/plain"}}),
+            (decide, {"json": snapshots[0], "headers": {"Authorization": "Bearer wrong"}}),
+            ("/v1/policies/nobody/decide", {"json": snapshots[0]}),  # 404
+            ("/v1/policies/bodyshop/act", {"json": act}),
+            ("/v1/policies/bodyshop/act", {"json": {"observations": [[0.0] * 3]}}),  # 422
+            ("/v1/policies/bodyshop/act", {"json": {"observations": [[0.0] * 1000] * 100}}),
+        ]
+        for path, kwargs in cases:
+            a, b = fast.post(path, **kwargs), slow.post(path, **kwargs)
+            assert (a.status_code, a.json()) == (b.status_code, b.json()), (path, a.text)
+        statuses = {fast.post(p, **kw).status_code for p, kw in cases}
+        assert statuses == {200, 403, 404, 413, 422}
+        with server.client() as anon, framework_server.client() as anon_slow:
+            a, b = anon.post(decide, json=snapshots[0]), anon_slow.post(decide, json=snapshots[0])
+            assert a.status_code == b.status_code == 401 and a.json() == b.json()
+        text = fast.get("/metrics").text
+        route = "/v1/policies/{name}/act"
+        assert metric_value(text, "taktline_requests_total", route=route, status="200") >= 2
