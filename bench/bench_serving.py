@@ -196,11 +196,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     from taktline.agents.bundle import PolicyBundle
     from taktline.envs.encoding import make_codec
 
     torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")  # as the server does (TAKTLINE_TORCH_THREADS=1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     bundle_dir = make_bundle(tmp / "bundle")
     torch_bundle = PolicyBundle.load(bundle_dir)

@@ -20,6 +20,7 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from threadpoolctl import threadpool_limits
 
 from taktline.serving.decide import DecisionService
 from taktline.serving.fastpath import DecisionFastPath
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
             import torch
 
             torch.set_num_threads(settings.torch_threads)
+        # the numpy kernel's BLAS too: a small matmul split over busy cores waits for them
+        threadpool_limits(settings.torch_threads, user_api="blas")
 
     def record(result: ReloadResult) -> None:
         outcome = "error" if result.error else ("changed" if result.changed else "unchanged")

@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "taktline" / "serving"
     """Downloaded registry models, so a restart works without the registry."""
     torch_threads: int = Field(default=1, ge=1)
-    """Intra-op threads of each forward pass (small networks are fastest on one)."""
+    """Intra-op threads of each forward pass, torch's and numpy's BLAS (small networks are
+    fastest on one)."""
 
     @field_validator("policies", mode="before")
     @classmethod
