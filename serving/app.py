@@ -18,6 +18,8 @@ from typing import Annotated
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from threadpoolctl import threadpool_limits
@@ -26,12 +28,13 @@ from taktline.serving.decide import DecisionService
 from taktline.serving.fastpath import DecisionFastPath
 from taktline.serving.metrics import MetricsMiddleware, ServingMetrics
 from taktline.serving.schemas import (
+    SNAPSHOT_TAGS,
     ActRequest,
     ActResponse,
+    AnySnapshot,
     DecideResponse,
     PolicyInfo,
     ReloadResponse,
-    Snapshot,
 )
 from taktline.serving.security import RequestSizeLimit, api_key_dependency
 from taktline.serving.settings import Settings
@@ -130,8 +133,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         tags=["decisions"],
         response_model_exclude_none=True,
     )
-    async def decide(name: Configured, snapshot: Snapshot) -> DecideResponse:
-        """What should happen next on the line, from a plant snapshot."""
+    async def decide(name: Configured, snapshot: AnySnapshot) -> DecideResponse:
+        """What should happen next, from a plant snapshot: a line's (the twin's
+        ``snapshot()``) or a job shop's (``"kind": "jobshop"``)."""
         return await service.decide(name, snapshot.model_dump())
 
     @app.post(
@@ -185,11 +189,26 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         """Prometheus metrics."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, without the snapshot kind pydantic puts in ``loc`` (``body.line``)."""
+        return await request_validation_exception_handler(request, _untagged(exc))
+
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     if settings.fast_path:  # outermost: valid decision requests skip the framework
         app.add_middleware(DecisionFastPath, settings=settings, service=service, metrics=metrics)
     return app
+
+
+def _untagged(exc: RequestValidationError) -> RequestValidationError:
+    errors = []
+    for e in exc.errors():
+        loc = tuple(e.get("loc", ()))
+        if len(loc) > 1 and loc[0] == "body" and loc[1] in SNAPSHOT_TAGS:
+            e = {**e, "loc": (loc[0], *loc[2:])}
+        errors.append(e)
+    return RequestValidationError(errors, body=exc.body)
 
 
 def _info(store: ModelStore, name: str) -> PolicyInfo:

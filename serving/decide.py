@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -21,6 +22,7 @@ from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
 from taktline.agents.rules import get_release_rule, get_rule
+from taktline.envs.encoding import JOBSHOP_ID
 from taktline.errors import TaktlineError
 from taktline.serving.metrics import ServingMetrics
 from taktline.serving.schemas import (
@@ -54,9 +56,16 @@ class PolicyAnswer:
     version: str
 
 
+def snapshot_kind(snapshot: dict[str, Any]) -> str:
+    """``"jobshop"`` or ``"line"``."""
+    return "jobshop" if snapshot.get("kind") == "jobshop" else "line"
+
+
 def rule_decision(snapshot: dict[str, Any], config: PolicyConfig) -> dict[str, Any]:
     """The configured rule's decision for ``snapshot``; needs no model, never fails."""
     point = snapshot["decision"]
+    if snapshot_kind(snapshot) == "jobshop":
+        return _jobshop_rule_decision(snapshot, config.fallback_rule)
     if point["kind"] == "release":
         rule = get_release_rule(config.fallback_release)
         count = rule.release(len(snapshot["pool"]), int(snapshot["wip"]), float(snapshot["time"]))
@@ -77,17 +86,57 @@ def rule_decision(snapshot: dict[str, Any], config: PolicyConfig) -> dict[str, A
     }
 
 
+def _jobshop_rule_decision(snapshot: dict[str, Any], rule: str) -> dict[str, Any]:
+    """A dispatching rule on a job-shop snapshot (the rule sees what it sees in
+    :func:`taktline.agents.jobshop_dispatch.candidates_of`)."""
+    from taktline.agents.jobshop_dispatch import JobCandidate
+
+    point = snapshot["decision"]
+    jobs = snapshot["jobs"]
+    candidates = []
+    for c in point["candidates"]:
+        job = jobs[c["job"]]
+        after = sum(min(p for _, p in alts) for alts in job["operations"][1:])
+        due = job.get("due_date")
+        candidates.append(
+            JobCandidate(
+                id=int(c["job"]),
+                family="",
+                processing_time=float(c["processing_time"]),
+                remaining_work=float(after + c["processing_time"]),
+                remaining_ops=len(job["operations"]),
+                due_date=math.inf if due is None else float(due),
+                arrival_time=float(job.get("release_date", 0)),
+                queue_entry_time=float(job["ready"]),
+            )
+        )
+    index = get_rule(rule).dispatch(candidates, float(snapshot["time"]), None)
+    chosen = point["candidates"][index]
+    return {
+        "kind": "dispatch",
+        "machine": int(point["machine"]),
+        "job": int(chosen["job"]),
+        "operation": int(jobs[chosen["job"]]["next_op"]),
+        "start": chosen["start"],
+    }
+
+
 def policy_decision(loaded: LoadedPolicy, snapshot: dict[str, Any]) -> PolicyAnswer:
     """``encode -> act -> decode`` (blocking; the caller bounds its time).
 
     Raises:
         PolicyUnusable: with the reason the fallback will report.
     """
+    kind, trained_on = snapshot_kind(snapshot), loaded.bundle.env_id
+    if (kind == "jobshop") != (trained_on == JOBSHOP_ID):
+        raise PolicyUnusable(
+            "env_mismatch", f"a {kind} snapshot, but the policy was trained on {trained_on}"
+        )
     expected = loaded.bundle.spec_hash
-    if expected and snapshot["spec_hash"] != expected:
+    if expected and snapshot.get("spec_hash") != expected:
         raise PolicyUnusable(
             "spec_mismatch",
-            f"spec_hash: policy trained on {expected!r}, snapshot is {snapshot['spec_hash']!r}",
+            f"spec_hash: policy trained on {expected!r}, snapshot is {snapshot.get('spec_hash')!r}",
         )
     max_queue = getattr(loaded.codec, "max_queue", None)
     point = snapshot["decision"]
@@ -322,7 +371,7 @@ class DecisionService:
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two decisions do the same thing (ignoring how they were reached)."""
-    keys = ("kind", "station", "machine", "job", "count")
+    keys = ("kind", "station", "machine", "job", "operation", "count")
     return all(a.get(k) == b.get(k) for k in keys)
 
 

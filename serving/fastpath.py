@@ -23,12 +23,12 @@ from typing import Any
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taktline.serving.decide import DecisionService
 from taktline.serving.metrics import ServingMetrics
-from taktline.serving.schemas import ActRequest, Snapshot
+from taktline.serving.schemas import ActRequest, AnySnapshot
 from taktline.serving.security import bearer_token, key_matches
 from taktline.serving.settings import Settings
 
@@ -37,7 +37,10 @@ _TEMPLATES = {
     "decide": "/v1/policies/{name}/decide",
     "act": "/v1/policies/{name}/act",
 }
-_MODELS: dict[str, type[BaseModel]] = {"decide": Snapshot, "act": ActRequest}
+_BODIES: dict[str, TypeAdapter[Any]] = {
+    "decide": TypeAdapter(AnySnapshot),
+    "act": TypeAdapter(ActRequest),
+}
 
 
 class DecisionFastPath:
@@ -102,7 +105,7 @@ class DecisionFastPath:
             await self.app(scope, replay, send)
             return
         try:
-            request = _MODELS[kind].model_validate_json(body)
+            request = _BODIES[kind].validate_json(body)
         except ValidationError:
             await self.app(scope, replay, send)  # the route answers 422, naming the field
             return

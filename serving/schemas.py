@@ -7,9 +7,9 @@ produces in training.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 Name = Field(min_length=1, max_length=200)
@@ -96,13 +96,129 @@ class Snapshot(BaseModel):
         return self
 
 
+class JobShopCandidate(BaseModel):
+    """A job whose next operation can start on the decision machine."""
+
+    model_config = _STRICT
+
+    job: int = Field(ge=0)
+    start: int = Field(ge=0)
+    processing_time: int = Field(ge=0)
+
+
+class JobShopDecisionPoint(BaseModel):
+    """The machine M* that waits for a job, and the jobs that may go on it."""
+
+    model_config = _STRICT
+
+    kind: Literal["dispatch"]
+    machine: int = Field(ge=0)
+    candidates: list[JobShopCandidate] = Field(min_length=1, max_length=100_000)
+
+
+class JobShopMachine(BaseModel):
+    """A machine and when it is free."""
+
+    model_config = _STRICT
+
+    id: int = Field(ge=0)
+    available: int = Field(ge=0)
+
+
+Alternative = Annotated[list[int], Field(min_length=2, max_length=2)]
+"""``[machine, processing time]``."""
+
+
+class JobShopJob(BaseModel):
+    """A job: when it is ready and the operations it has left (each a list of alternatives)."""
+
+    model_config = _STRICT
+
+    id: int = Field(ge=0)
+    ready: int = Field(ge=0)
+    next_op: int = Field(ge=0)
+    n_ops: int = Field(ge=1)
+    release_date: int = Field(default=0, ge=0)
+    due_date: float | None = None
+    operations: list[Annotated[list[Alternative], Field(min_length=1)]] = Field(max_length=100_000)
+
+
+class JobShopSnapshot(BaseModel):
+    """A job shop at a decision point (see :mod:`taktline.envs.encoding_jobshop`)."""
+
+    model_config = _STRICT
+
+    kind: Literal["jobshop"]
+    instance: str = Field(max_length=200)
+    scheme: Literal["active", "non-delay"]
+    time: int = Field(ge=0)
+    makespan: int = Field(ge=0)
+    time_scale: int = Field(ge=1)
+    machines: list[JobShopMachine] = Field(min_length=1, max_length=10_000)
+    jobs: list[JobShopJob] = Field(min_length=1, max_length=100_000)
+    decision: JobShopDecisionPoint | None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobShopSnapshot:
+        n_m, n_j = len(self.machines), len(self.jobs)
+        for i, m in enumerate(self.machines):
+            if m.id != i:
+                raise ValueError(
+                    f"machines[{i}].id: expected {i} (machines in id order), got {m.id}"
+                )
+        for j, job in enumerate(self.jobs):
+            if job.id != j:
+                raise ValueError(f"jobs[{j}].id: expected {j} (jobs in id order), got {job.id}")
+            if job.next_op + len(job.operations) != job.n_ops:
+                raise ValueError(
+                    f"jobs[{j}]: next_op {job.next_op} + {len(job.operations)} operations left "
+                    f"must equal n_ops {job.n_ops}"
+                )
+            for o, alts in enumerate(job.operations):
+                for machine, _ in alts:
+                    if not 0 <= machine < n_m:
+                        raise ValueError(
+                            f"jobs[{j}].operations[{o}]: machine {machine} is not in 0..{n_m - 1}"
+                        )
+        d = self.decision
+        if d is None:
+            raise ValueError("decision: the schedule is complete; there is nothing to decide")
+        if d.machine >= n_m:
+            raise ValueError(f"decision.machine: {d.machine} is not in 0..{n_m - 1}")
+        for c in d.candidates:
+            if c.job >= n_j or not self.jobs[c.job].operations:
+                raise ValueError(f"decision.candidates: job {c.job} has no operation left to start")
+        return self
+
+
+def _snapshot_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "jobshop" if kind == "jobshop" else "line"
+
+
+AnySnapshot = Annotated[
+    Annotated[Snapshot, Tag("line")] | Annotated[JobShopSnapshot, Tag("jobshop")],
+    Discriminator(_snapshot_kind),
+]
+"""A line snapshot, or a job-shop one (``"kind": "jobshop"``)."""
+
+SNAPSHOT_TAGS = ("line", "jobshop")
+"""The tags pydantic puts in an error's ``loc`` after ``body`` (the API strips them)."""
+
+
 class Decision(BaseModel):
-    """What should happen next: start a job on a machine, or release orders into the line."""
+    """What should happen next: start a job on a machine, or release orders into the line.
+
+    Lines name stations, machines and jobs by their ids (``"press.M2"``, ``"J-1042"``); job
+    shops number machines and jobs and add the operation and its start time.
+    """
 
     kind: Literal["dispatch", "release"]
     station: str | None = None
-    machine: str | None = None
-    job: str | None = None
+    machine: str | int | None = None
+    job: str | int | None = None
+    operation: int | None = None
+    start: float | None = None
     count: int | None = None
     rule: str | None = Field(default=None, description="rule a rule-choosing policy picked")
     wip_cap: int | None = Field(default=None, description="cap a WIP-cap policy set")
