@@ -27,19 +27,20 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 from rich.console import Console
 
-from taktline.agents.bundle import PolicyBundle, make_lineage
 from taktline.errors import PolicyError, SpecError
 from taktline.training import tracking
 from taktline.training.config import TrainConfig
-from taktline.training.sb3_backend import RunState, TrainResult, _finish, _log_baselines, _Run
+from taktline.training.run import Run, RunState, TrainResult, finish, log_baselines
+
+if TYPE_CHECKING:
+    import torch
 
 ENV_NAME = "taktline-rllib"
 """The name RLlib knows taktline's envs by (``env_config`` says which one)."""
@@ -202,44 +203,28 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
 
 
 # ---- the run ----------------------------------------------------------------------------------
-class _RllibRun(_Run):
-    """The SB3 backend's run bookkeeping (evaluation, best bundle, budget) with RLlib's model
-    export and checkpoints."""
+class _RllibRun(Run):
+    """The shared run bookkeeping (evaluation, best bundle, budget) with RLlib's model export
+    and checkpoints."""
 
-    def bundle(self, model: Any, step: int) -> PolicyBundle:
+    backend = "rllib"
+
+    def network_of(self, model: Any) -> torch.nn.Module:
         from ray.rllib.core import DEFAULT_MODULE_ID
 
         from taktline.training.rllib_module import export_network
 
-        assert self.spaces is not None
         state = model.learner_group.get_weights()[DEFAULT_MODULE_ID]
-        return PolicyBundle(
-            env_id=self.cfg.env.id,
-            env_kwargs=dict(self.cfg.env.kwargs),
-            spec_hash=self.spec_hash,
-            observation_space=self.spaces[0],
-            action_space=self.spaces[1],
-            network=export_network(state, self.network_spec),
-            network_spec=self.network_spec,
-            lineage=make_lineage(
-                name=self.cfg.name,
-                config=self.cfg.model_dump(mode="json"),
-                seed=self.cfg.seed,
-                mlflow_run_id=self.run_id,
-                backend="rllib",
-                algorithm="ppo",
-                num_timesteps=step,
-                training_iteration=int(model.training_iteration),
-            ),
-        )
+        return export_network(state, self.network_spec)
+
+    def lineage_of(self, model: Any) -> dict[str, Any]:
+        return {"algorithm": "ppo", "training_iteration": int(model.training_iteration)}
 
     def checkpoint(self, model: Any, step: int) -> None:
         """RLlib checkpoint + run state, swapped in whole (a kill never leaves half of one)."""
         import mlflow
 
-        self.state.num_timesteps = step
-        self.state.elapsed_s = self.elapsed()
-        self.started = time.monotonic()
+        self._stamp(step)
         final = self.dir / CHECKPOINT_DIR
         tmp, old = final.with_name(".checkpoints.tmp"), final.with_name(".checkpoints.old")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -398,12 +383,12 @@ def train(
         finally:
             algo.stop()
             run.progress.close()
-        return _finish(cfg, run, steps)
+        return finish(cfg, run, steps)
 
 
 def _learn(cfg: TrainConfig, run: _RllibRun, algo: Any, on_iteration: OnIteration | None) -> int:
     """Iterate ``algo.train()`` to the budget, with the run's evaluation and checkpoints."""
-    _log_baselines(run)
+    log_baselines(run)
     if run.state.num_timesteps == 0:
         run.evaluate(algo, 0)
     steps = run.state.num_timesteps
