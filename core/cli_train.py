@@ -1,6 +1,7 @@
 """Training commands: ``train``, ``evaluate``, ``promote``.
 
-``taktline train CONFIG [--set key=value ...] [--resume RUN_ID] [--backend sb3|rllib]``
+``taktline train CONFIG [--set key=value ...] [--resume RUN_ID] [--backend sb3|rllib]
+[--address RAY]``
 ``taktline evaluate --policy REF [--policy REF ...] --env ID [--env-kwargs JSON] --episodes N``
 ``taktline promote NAME VERSION --alias production``
 """
@@ -20,7 +21,7 @@ console = Console()
 
 # Training backends: name -> "module:function". Each function is
 # ``train(config: TrainConfig, resume: str | None = None, console: Console | None = None)``
-# and returns a result with the fields of ``taktline.training.sb3_backend.TrainResult``.
+# and returns a result with the fields of ``taktline.training.run.TrainResult``.
 BACKENDS: dict[str, str] = {
     "sb3": "taktline.training.sb3_backend:train",
     "rllib": "taktline.training.rllib_backend:train",
@@ -76,6 +77,10 @@ def train(
     backend: Annotated[
         str | None, typer.Option("--backend", help="sb3 (local) or rllib (Ray); default: config")
     ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster for --backend rllib (default: RAY_ADDRESS)"),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a policy as a config says; tracked in MLflow, best policy registered."""
@@ -88,7 +93,15 @@ def train(
     train_fn = _backend(backend or cfg.backend)
     if backend is not None:
         cfg = cfg.model_copy(update={"backend": backend})
-    result = train_fn(cfg, resume=resume, console=Console(stderr=True))
+    extra: dict[str, Any] = {}
+    if address is not None:
+        if cfg.backend != "rllib":
+            raise SpecError(
+                f"--address: a Ray cluster is only used by the rllib backend, this run uses "
+                f"{cfg.backend!r}; add --backend rllib or drop --address"
+            )
+        extra["address"] = address
+    result = train_fn(cfg, resume=resume, console=Console(stderr=True), **extra)
     summary = {
         "run_id": result.run_id,
         "num_timesteps": result.num_timesteps,

@@ -295,10 +295,21 @@ def test_killed_driver_resumes_same_mlflow_run_and_iteration_count(
     killed_at_ms = time.time() * 1000
     assert driver.returncode == -signal.SIGKILL
 
+    # the resumed driver names the cluster with --address instead of RAY_ADDRESS
     resumed = subprocess.run(
-        [sys.executable, "-m", "taktline.cli_train", "train", "--resume", run_id, "--json"],
+        [
+            sys.executable,
+            "-m",
+            "taktline.cli_train",
+            "train",
+            "--resume",
+            run_id,
+            "--address",
+            ray_cluster.address,
+            "--json",
+        ],
         cwd=tmp_path,
-        env=env,
+        env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
         capture_output=True,
         text=True,
         timeout=400,

@@ -78,3 +78,10 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "no such bundle directory, MLflow URI or rule" in out.stderr
     out = _cli("train", "bodyshop_dispatch", "--backend", "spark", cwd=tmp_path)
     assert out.returncode == 2 and "unknown 'spark'; choose one of sb3, rllib" in out.stderr
+
+
+def test_address_without_the_rllib_backend_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["train", "bodyshop_dispatch", "--address", "127.0.0.1:6379"])
+    assert result.exit_code != 0
+    message = str(result.exception) if result.exception else result.output
+    assert "--address" in message and "--backend rllib" in message
