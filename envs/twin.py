@@ -10,8 +10,9 @@ spawned for every source (arrivals, each product step, each machine's failures, 
 setups). Processing times are drawn when an order arrives, so two policies simulated with the
 same seed see the same orders with the same times — common random numbers.
 
+>>> from taktline.agents.rules import get_rule
 >>> from taktline.envs.spec import load_spec
->>> twin = Twin(load_spec("serial5"), seed=1)
+>>> twin = Twin(load_spec("serial5"), seed=1, dispatch=get_rule("FIFO"))
 >>> twin.run(until=500.0)
 >>> twin.kpis().completed > 0
 True
@@ -128,6 +129,7 @@ class Machine:
         "last_family",
         "name",
         "pending_setup",
+        "plain",
         "remaining",
         "resume_state",
         "since",
@@ -157,14 +159,19 @@ class Machine:
         self.fail_ttr: Sampler | None = None
         self.busy_basis = False
         self.ttf_left = _INF
+        # no setups at its station and no busy-time failure clock: a start is just "busy until
+        # now + time" (set once the station is built; read by the flat start path)
+        self.plain = False
 
 
 class StationState:
     __slots__ = (
+        "bit",
         "blocked",
         "buffer",
         "capacity",
         "count",
+        "entry",
         "index",
         "limit",
         "machines",
@@ -181,6 +188,7 @@ class StationState:
 
     def __init__(self, index: int, name: str, capacity: float, limit: float) -> None:
         self.index = index
+        self.bit = 1 << index  # its bit in Twin._dirty
         self.name = name
         self.capacity = capacity
         self.limit = limit
@@ -188,6 +196,7 @@ class StationState:
         self.machines: list[Machine] = []
         self.blocked: deque[Machine] = deque()
         self.count = 0  # jobs at the station: waiting, in process or blocked on its machines
+        self.entry = False  # the first station of some product's routing (releases enter here)
         self.setup_matrix: dict[tuple[str, str], Sampler] = {}
         self.setup_default: Sampler | None = None
         self.setup_first = False
@@ -316,7 +325,12 @@ class Twin:
                         ss.setup_matrix[(a, b)] = d.sampler(srng)
             self.stations.append(ss)
         self._closed = isinstance(spec.arrivals, ClosedLoop)
+        self._order_list = isinstance(spec.arrivals, OrderList)
         self._entry_stations = {r[0] for r in self._prod_route}
+        for ss in self.stations:
+            ss.entry = ss.index in self._entry_stations
+            for m in ss.machines:
+                m.plain = ss.setup_default is None and not m.busy_basis
         self.pool: deque[Job] = deque()
         self.jobs_in_line: dict[int, Job] = {}
         self.wip = 0
@@ -324,7 +338,11 @@ class Twin:
         self.hooks: list[EventHook] = []
         # statistics
         self._reset_stats()
-        self._dirty: set[int] = set()
+        # stations that may have a dispatch decision due, as a bit set (bit i = station i):
+        # resolved lowest index first. A station is marked when a job enters its buffer while
+        # one of its machines is idle, or when a machine turns idle while jobs wait: the only
+        # two ways a decision can become due (see _mark_entered and _mark_idle).
+        self._dirty = 0
         self._release_dirty = False
         self._pending: DecisionRequest | None = None
         self._orders_left = -1  # counts down to 0 for order lists; negative = endless
@@ -404,8 +422,20 @@ class Twin:
         m.since = now
         m.state = state
 
+    def _mark_idle(self, s: StationState) -> None:
+        """A machine of ``s`` turned idle: a decision is due if jobs wait."""
+        if s.buffer:
+            self._dirty |= s.bit
+
+    def _mark_entered(self, s: StationState) -> None:
+        """A job entered the buffer of ``s``: a decision is due if a machine is idle."""
+        for m in s.machines:
+            if not m.state:  # IDLE
+                self._dirty |= s.bit
+                return
+
     def _new_job(self) -> Job:
-        if isinstance(self.spec.arrivals, OrderList):
+        if self._order_list:
             raise AssertionError("order lists create jobs from _orders")  # pragma: no cover
         if len(self._mix_cdf) == 1:
             p = 0
@@ -434,7 +464,12 @@ class Twin:
             due_t,
         )
         self.pool.append(job)
-        self._emit("arrival", jid, -1, -1)
+        # _emit written out: one arrival per order
+        if self.log is not None:
+            self.log.append((now, "arrival", jid, -1, -1))
+        if self.hooks:
+            for h in self.hooks:
+                h(now, "arrival", jid, -1, -1)
         return job
 
     def _space(self, s: StationState) -> bool:
@@ -453,18 +488,7 @@ class Twin:
         job.queue_entry_time = now
         s.buffer.append(job)
         s.count += 1
-        self._dirty.add(s.index)
-
-    def _release_one(self, job: Job) -> None:
-        now = self.now
-        self.wip_area += self.wip * (now - self.wip_since)
-        self.wip_since = now
-        self.wip += 1
-        self.released += 1
-        job.release_time = now
-        self.jobs_in_line[job.id] = job
-        self._emit("release", job.id, job.route[0], -1)
-        self._enter(job, self.stations[job.route[0]])
+        self._mark_entered(s)
 
     def _do_release(self, n: int) -> int:
         """Move up to ``n`` orders from the pool into the line, FIFO among those that fit."""
@@ -472,12 +496,43 @@ class Twin:
         if n <= 0 or not pool:
             return 0
         done = 0
-        blocked: list[Job] = []
+        blocked: list[Job] | None = None  # orders whose first station is full (rare)
+        stations = self.stations
+        now = self.now
+        log = self.log
+        hooks = self.hooks
         while pool and done < n:
             job = pool.popleft()
-            if self._space(self.stations[job.route[0]]):
-                self._release_one(job)
+            s = stations[job.route[0]]
+            # _space(s), with the common "the buffer has room" answer first
+            if s.count < s.limit and (len(s.buffer) < s.capacity or self._space(s)):
+                # release one order (one call per order: written out flat)
+                self.wip_area += self.wip * (now - self.wip_since)
+                self.wip_since = now
+                self.wip += 1
+                self.released += 1
+                job.release_time = now
+                jid = job.id
+                self.jobs_in_line[jid] = job
+                si = s.index
+                if log is not None:
+                    log.append((now, "release", jid, si, -1))
+                if hooks:
+                    for h in hooks:
+                        h(now, "release", jid, si, -1)
+                buf = s.buffer  # _enter
+                s.q_area += len(buf) * (now - s.q_since)
+                s.q_since = now
+                job.queue_entry_time = now
+                buf.append(job)
+                s.count += 1
+                for m in s.machines:  # _mark_entered
+                    if not m.state:
+                        self._dirty |= s.bit
+                        break
                 done += 1
+            elif blocked is None:
+                blocked = [job]
             else:
                 blocked.append(job)
         if blocked:
@@ -485,7 +540,11 @@ class Twin:
         return done
 
     def _space_freed(self, s: StationState) -> None:
-        """Space appeared at ``s``: pull in blocked upstream jobs, then new releases."""
+        """Space appeared at ``s``: pull in blocked upstream jobs, then new releases.
+
+        Callers on the hot path skip the call when ``s`` has no blocked machine and is no
+        entry station with orders in the pool: then it does nothing.
+        """
         while s.blocked and self._space(s):
             m = s.blocked.popleft()
             job = m.job
@@ -497,10 +556,10 @@ class Twin:
                 m.resume_state = IDLE
             else:
                 self._set_state(m, IDLE)
-                self._dirty.add(up.index)
+                self._mark_idle(up)
             self._enter(job, s)
             self._space_freed(up)
-        if s.index in self._entry_stations and self.pool:
+        if s.entry and self.pool:
             self._release_dirty = True
 
     # ---- processing -------------------------------------------------------------------
@@ -512,7 +571,10 @@ class Twin:
         return s.buffer.pop(index)
 
     def _start(self, m: Machine, job: Job) -> None:
-        # hot path: written out flat (one call per operation start, no helper calls)
+        """Start ``job`` on the idle machine ``m``: a setup first if due, else processing.
+
+        The general path: :meth:`run_until_decision` starts jobs on ``plain`` machines itself.
+        """
         s = self.stations[m.station]
         now = self.now
         s.wait_sum += now - job.queue_entry_time
@@ -528,7 +590,6 @@ class Twin:
             smp = s.setup_matrix.get((m.last_family or "", fam), s.setup_default)
             setup = smp()
         m.last_family = fam
-        log = self.log
         if setup > 0:
             s.setups += 1
             self._set_state(m, SETUP)
@@ -536,24 +597,10 @@ class Twin:
             m.finish_time = now + setup
             m.pending_setup = True
             self._schedule(now + setup, FINISH, m.gid, m.token)
-        elif m.busy_basis:
+        else:
             self._emit("start", job.id, s.index, m.gid)
             self._begin_process(m, job.times[job.step])
-        else:
-            if log is not None:
-                log.append((now, "start", job.id, s.index, m.gid))
-            if self.hooks:
-                for h in self.hooks:
-                    h(now, "start", job.id, s.index, m.gid)
-            m.pending_setup = False
-            m.state_time[m.state] += now - m.since
-            m.since = now
-            m.state = BUSY
-            t = now + job.times[job.step]
-            m.finish_time = t
-            self._seq += 1
-            heapq.heappush(self._heap, (t, self._seq, FINISH, m.gid, m.token))
-        if s.blocked or (self.pool and s.index in self._entry_stations):
+        if s.blocked or (s.entry and self.pool):
             self._space_freed(s)
 
     def _begin_process(self, m: Machine, duration: float) -> None:
@@ -568,57 +615,25 @@ class Twin:
             m.ttf_left -= duration
         self._schedule(now + duration, FINISH, m.gid, m.token)
 
-    def _finish(self, m: Machine) -> None:
+    def _setup_done(self, m: Machine) -> None:
+        """The setup on ``m`` is over: processing starts (the FINISH of a setup)."""
         job = m.job
         assert job is not None
-        if m.pending_setup:
-            self._emit("start", job.id, m.station, m.gid)
-            self._begin_process(m, job.times[job.step])
-            return
-        s = self.stations[m.station]
-        now = self.now
-        if self.log is not None:
-            self.log.append((now, "finish", job.id, s.index, m.gid))
-        if self.hooks:
-            for h in self.hooks:
-                h(now, "finish", job.id, s.index, m.gid)
-        if not job.advance():
-            m.job = None
-            s.count -= 1
-            self._set_state(m, IDLE)
-            self._dirty.add(s.index)
-            self._depart(job)
-            self._space_freed(s)
-            return
-        nxt = self.stations[job.route[job.step]]
-        if nxt.count < nxt.limit and (len(nxt.buffer) < nxt.capacity or self._space(nxt)):
-            m.job = None
-            s.count -= 1
-            m.state_time[m.state] += now - m.since
-            m.since = now
-            m.state = IDLE
-            dirty = self._dirty
-            dirty.add(s.index)
-            buf = nxt.buffer
-            nxt.q_area += len(buf) * (now - nxt.q_since)
-            nxt.q_since = now
-            job.queue_entry_time = now
-            buf.append(job)
-            nxt.count += 1
-            dirty.add(nxt.index)
-            if s.blocked or (self.pool and s.index in self._entry_stations):
-                self._space_freed(s)
-        else:
-            self._set_state(m, BLOCKED)
-            nxt.blocked.append(m)
+        self._emit("start", job.id, m.station, m.gid)
+        self._begin_process(m, job.times[job.step])
 
     def _depart(self, job: Job) -> None:
         now = self.now
         self.wip_area += self.wip * (now - self.wip_since)
         self.wip_since = now
         self.wip -= 1
-        del self.jobs_in_line[job.id]
-        self._emit("departure", job.id, -1, -1)
+        jid = job.id
+        del self.jobs_in_line[jid]
+        if self.log is not None:
+            self.log.append((now, "departure", jid, -1, -1))
+        if self.hooks:
+            for h in self.hooks:
+                h(now, "departure", jid, -1, -1)
         self.completed += 1
         self._orders_left -= 1
         self.flow_sum += now - job.release_time
@@ -663,57 +678,22 @@ class Twin:
         else:
             self._set_state(m, state)
             if state == IDLE:
-                self._dirty.add(s.index)
+                self._mark_idle(s)
         if not m.busy_basis:
             self._schedule(self.now + m.fail_ttf(), FAIL, m.gid, m.token)
 
     # ---- decisions --------------------------------------------------------------------
-    def _resolve(self) -> DecisionRequest | None:
-        """Take every decision due now; return the first one that needs an outside answer."""
-        dirty = self._dirty
-        stations = self.stations
-        disp = self.dispatcher
-        fifo = getattr(disp, "name", None) == "FIFO"
-        auto = self.auto_single
-        while True:
-            if self._release_dirty:
-                self._release_dirty = False
-                if not self.external_release and self.pool:
-                    n = (
-                        len(self.pool)
-                        if self.releaser is None
-                        else self.releaser.release(len(self.pool), self.wip, self.now)
-                    )
-                    self._do_release(n)
-            if not dirty:
-                return None
-            if len(dirty) == 1:
-                si = dirty.pop()
-            else:
-                si = min(dirty)
-                dirty.discard(si)
-            s = stations[si]
-            buf = s.buffer
-            if not buf:
-                continue
-            for m in s.machines:
-                if m.state:  # not IDLE (== 0)
-                    continue
-                if not buf:
-                    break
-                if len(buf) == 1 and auto:
-                    k = 0
-                elif disp is None:
-                    dirty.add(si)  # more machines here may still need a job
-                    return DecisionRequest("dispatch", si, m.gid, tuple(buf))
-                elif fifo:
-                    k = 0  # buffers are kept in order of entry
-                else:
-                    k = disp.dispatch(buf, self.now, m.last_family)
-                now = self.now
-                s.q_area += len(buf) * (now - s.q_since)
-                s.q_since = now
-                self._start(m, buf.pop(k))
+    def _release_due(self) -> None:
+        """A release point (arrival, departure, space at an entry station): ask the inline
+        release controller, or release everything when there is none."""
+        self._release_dirty = False
+        if not self.external_release and self.pool:
+            n = (
+                len(self.pool)
+                if self.releaser is None
+                else self.releaser.release(len(self.pool), self.wip, self.now)
+            )
+            self._do_release(n)
 
     def dispatch(self, index: int) -> None:
         """Answer the pending dispatch decision: start candidate ``index``."""
@@ -758,19 +738,91 @@ class Twin:
 
     # ---- the event loop ---------------------------------------------------------------
     def run_until_decision(self, until: float = _INF) -> DecisionRequest | None:
-        """Advance to the next external decision (returned) or to ``until`` (``None``)."""
+        """Advance to the next external decision (returned) or to ``until`` (``None``).
+
+        Each round first takes every decision due now, then processes all events of the next
+        instant. Hot path: per-event method calls and attribute lookups are what a pure-Python
+        event loop spends its time on, so everything the loop touches is bound to a local and
+        the two common steps (a job starting on a plain machine, a finished job moving on to
+        the next station) are written out flat; everything else calls the methods above.
+        """
         if self._pending is not None:
             return self._pending
-        req = self._resolve()
-        if req is not None:
-            self._pending = req
-            return req
         heap = self._heap
         pop = heapq.heappop
+        push = heapq.heappush
         machines = self.machines
-        dirty = self._dirty
-        finish = self._finish
-        while heap:
+        stations = self.stations
+        log = self.log
+        hooks = self.hooks
+        disp = self.dispatcher
+        auto = self.auto_single
+        fifo: bool | None = None  # is disp the FIFO rule? (looked up when first needed)
+        while True:
+            # -- 1. every decision due now: lowest marked station first; a start may mark
+            #       stations again (upstream ones too, through blocking)
+            now = self.now
+            while True:
+                if self._release_dirty:
+                    self._release_due()
+                dirty = self._dirty
+                if not dirty:
+                    break
+                low = dirty & -dirty
+                self._dirty = dirty ^ low
+                si = low.bit_length() - 1
+                s = stations[si]
+                buf = s.buffer
+                if not buf:
+                    continue
+                for m in s.machines:
+                    if m.state:  # not IDLE (== 0)
+                        continue
+                    if not buf:
+                        break
+                    if len(buf) == 1 and auto:
+                        k = 0
+                    elif disp is None:
+                        self._dirty |= low  # more machines here may still need a job
+                        req = DecisionRequest("dispatch", si, m.gid, tuple(buf))
+                        self._pending = req
+                        return req
+                    else:
+                        if fifo is None:
+                            fifo = getattr(disp, "name", None) == "FIFO"
+                        # FIFO: buffers are kept in order of entry
+                        k = 0 if fifo else disp.dispatch(buf, now, m.last_family)
+                    s.q_area += len(buf) * (now - s.q_since)
+                    s.q_since = now
+                    job = buf.pop(k)
+                    if not m.plain:
+                        self._start(m, job)
+                        continue
+                    # _start for a plain machine (no setup, no busy-time failure clock)
+                    s.wait_sum += now - job.queue_entry_time
+                    s.wait_n += 1
+                    m.job = job
+                    m.last_family = job.family
+                    jid = job.id
+                    gid = m.gid
+                    if log is not None:
+                        log.append((now, "start", jid, si, gid))
+                    if hooks:
+                        for h in hooks:
+                            h(now, "start", jid, si, gid)
+                    # (no setup ever runs on a plain machine: pending_setup stays False)
+                    m.state_time[m.state] += now - m.since
+                    m.since = now
+                    m.state = BUSY
+                    end = now + job.times[job.step]
+                    m.finish_time = end
+                    self._seq += 1
+                    push(heap, (end, self._seq, FINISH, gid, m.token))
+                    if s.blocked or (s.entry and self.pool):
+                        self._space_freed(s)
+            # -- 2. the next instant: all of its events, in scheduling order
+            if not heap:
+                break
             t = heap[0][0]
             if t > until:
                 self._advance_clock(until)
@@ -782,8 +834,67 @@ class Twin:
                 _, _, kind, mi, token = pop(heap)
                 if kind == FINISH:
                     m = machines[mi]
-                    if token == m.token:
-                        finish(m)
+                    if token != m.token:
+                        pass  # stale: the operation was interrupted by a failure
+                    elif m.pending_setup:
+                        self._setup_done(m)
+                    else:
+                        # the operation is over: the job moves on, departs or blocks m
+                        job = m.job  # type: ignore[assignment]
+                        si = m.station
+                        jid = job.id
+                        if log is not None:
+                            log.append((t, "finish", jid, si, mi))
+                        if hooks:
+                            for h in hooks:
+                                h(t, "finish", jid, si, mi)
+                        step = job.step + 1  # Job.advance, inlined
+                        job.step = step
+                        route = job.route
+                        if step >= len(route):  # routing complete: the job departs
+                            job.remaining_ops = 0
+                            s = stations[si]
+                            m.job = None
+                            s.count -= 1
+                            m.state_time[m.state] += t - m.since
+                            m.since = t
+                            m.state = IDLE
+                            if s.buffer:  # _mark_idle
+                                self._dirty |= s.bit
+                            self._depart(job)
+                            if s.blocked or (s.entry and self.pool):
+                                self._space_freed(s)
+                        else:
+                            job.processing_time = job.means[step]
+                            job.remaining_work = job.remwork[step]
+                            job.remaining_ops -= 1
+                            nxt = stations[route[step]]
+                            buf = nxt.buffer
+                            if nxt.count < nxt.limit and (
+                                len(buf) < nxt.capacity or self._space(nxt)
+                            ):  # room at the next station: the job moves on
+                                s = stations[si]
+                                m.job = None
+                                s.count -= 1
+                                m.state_time[m.state] += t - m.since
+                                m.since = t
+                                m.state = IDLE
+                                if s.buffer:  # _mark_idle
+                                    self._dirty |= s.bit
+                                nxt.q_area += len(buf) * (t - nxt.q_since)  # _enter
+                                nxt.q_since = t
+                                job.queue_entry_time = t
+                                buf.append(job)
+                                nxt.count += 1
+                                for other in nxt.machines:  # _mark_entered
+                                    if not other.state:
+                                        self._dirty |= nxt.bit
+                                        break
+                                if s.blocked or (s.entry and self.pool):
+                                    self._space_freed(s)
+                            else:  # no room: m is blocked, holding the job
+                                self._set_state(m, BLOCKED)
+                                nxt.blocked.append(m)
                 elif kind == ARRIVAL:
                     self._arrival(token)
                 elif kind == FAIL:
@@ -801,11 +912,6 @@ class Twin:
                     break
             if self._pending is not None:
                 return self._pending
-            if dirty or self._release_dirty:
-                req = self._resolve()
-                if req is not None:
-                    self._pending = req
-                    return req
         self.finished = True
         return None
 
@@ -814,13 +920,20 @@ class Twin:
             self.now = t
 
     def _arrival(self, token: int) -> None:
-        arr = self.spec.arrivals
-        if isinstance(arr, OrderList):
+        if self._order_list:
             p, due = self._orders[token]
             self._make_job(p, due)
         else:
-            self._new_job()
-            self._schedule(self.now + self._ia(), ARRIVAL, -1, 0)
+            # _new_job, then the next arrival (one call per order: written out flat)
+            cdf = self._mix_cdf
+            p = 0
+            if len(cdf) > 1:
+                u = float(self._rng_mix.random())
+                while u > cdf[p]:
+                    p += 1
+            self._make_job(p, None)
+            self._seq += 1
+            heapq.heappush(self._heap, (self.now + self._ia(), self._seq, ARRIVAL, -1, 0))
         self._release_dirty = True
 
     def run(self, until: float | None = None) -> None:
