@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from taktline.envs.control import DispatchController, ReleaseController
 from taktline.envs.distributions import Sampler
@@ -50,6 +51,7 @@ STATE_NAMES = ("idle", "setup", "busy", "blocked", "down")
 _INF = math.inf
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)
 class Job:
     """One order travelling through the line. Attributes follow the Candidate protocol."""
 
@@ -117,6 +119,7 @@ class Job:
         return True
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)
 class Machine:
     __slots__ = (
         "busy_basis",
@@ -164,6 +167,7 @@ class Machine:
         self.plain = False
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)
 class StationState:
     __slots__ = (
         "bit",
@@ -207,6 +211,7 @@ class StationState:
         self.q_since = 0.0
 
 
+@mypyc_attr(native_class=False)
 @dataclass(frozen=True)
 class DecisionRequest:
     """A decision the twin waits for (external control, e.g. from an environment)."""
@@ -221,6 +226,7 @@ class DecisionRequest:
 EventHook = Callable[[float, str, int, int, int], None]
 
 
+@mypyc_attr(serializable=True, allow_interpreted_subclasses=True)
 class Twin:
     """An executable line.
 
