@@ -8,7 +8,11 @@ Measures on localhost, for one small dispatching policy (bodyshop, MLP 64x64):
 * ``POST /decide`` (one snapshot) and ``POST /act`` (batch of 64) of ``taktline serve``
   (uvicorn, auth on): p50/p99 latency with one client, requests/s with concurrent clients;
 * ``mlflow models serve --env-manager local`` of the same bundle logged as training logs it
-  (``training.tracking.log_policy_model``): one row and 64 rows per request, same clients.
+  (``training.tracking.log_policy_model``): one row and 64 rows per request, same clients;
+* the same for the network logged with MLflow's own torch flavour (``mlflow.pytorch``), the
+  usual way to serve a torch model with MLflow (logits out: no masks, no decisions).
+
+An empty ASGI app on the same uvicorn is measured too: the most any Python server can do here.
 
 Targets: p50 < 2 ms for a single ``/decide``; >= 5x the throughput of ``mlflow models serve``.
 
@@ -38,6 +42,21 @@ import mlflow
 import numpy as np
 
 LINE = "bodyshop"
+FLOOR_APP = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    body = b'{"ok":true}'
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+"""An ASGI app that reads the body and answers a constant: what any Python server here costs."""
 KEY = "bench-key"
 
 
@@ -227,7 +246,7 @@ def main() -> None:
     bare_full = timed(full, 2000)
 
     # ---- servers --------------------------------------------------------------------------
-    tk_port, ml_port = free_port(), free_port()
+    tk_port, ml_port, mt_port, fl_port = (free_port() for _ in range(4))
     env = {
         "TAKTLINE_ENV": "production",
         "TAKTLINE_API_KEYS": json.dumps([KEY]),
@@ -248,24 +267,51 @@ def main() -> None:
     exp = mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=exp):
         model_uri = log_policy_model(bundle_dir, o1, m1)
+    # and the network as MLflow's own torch flavour logs it (logits out; no masks, no decode)
+    with mlflow.start_run(experiment_id=exp):
+        torch_uri = mlflow.pytorch.log_model(
+            # a 2-row example: torch.export would specialise the batch size to a 1-row one
+            torch_bundle.network,
+            name="network",
+            input_example=np.stack([o1, o1]),
+        ).model_uri
+    servers = [tk]
     try:
-        ml = start(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(ml_port)],
-            {
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                "MLFLOW_TRACKING_URI": store,
-            },
-            f"http://127.0.0.1:{ml_port}/ping", tmp / "mlflow.log",
+        # the ceiling: an ASGI app that does nothing, on the same uvicorn (uvloop, httptools)
+        servers.append(
+            start(
+                [sys.executable, "-c", FLOOR_APP, str(fl_port)], {},
+                f"http://127.0.0.1:{fl_port}/", tmp / "floor.log",
+            )
         )  # fmt: skip
+        for port, uri, log_name in ((ml_port, model_uri, "mlflow.log"),
+                                    (mt_port, torch_uri, "mlflow-torch.log")):  # fmt: skip
+            servers.append(
+                start(
+                    [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri,
+                     "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                    {
+                        "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                        f"{os.environ.get('PATH', '')}",
+                        "MLFLOW_TRACKING_URI": store,
+                    },
+                    f"http://127.0.0.1:{port}/ping", tmp / log_name,
+                )
+            )  # fmt: skip
     except BaseException:
-        tk.terminate()
+        for proc in servers:
+            proc.terminate()
         raise
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
         decide_url = f"http://127.0.0.1:{tk_port}/v1/policies/p/decide"
         act_url = f"http://127.0.0.1:{tk_port}/v1/policies/p/act"
         ml_url = f"http://127.0.0.1:{ml_port}/invocations"
+        mt_url = f"http://127.0.0.1:{mt_port}/invocations"
+        mt1_bodies = [json.dumps({"inputs": [o.tolist()]}).encode() for o, _ in encoded]
+        mt64_bodies = [
+            json.dumps({"inputs": np.roll(obs64, k, 0).tolist()}).encode() for k in range(8)
+        ]
         decide_bodies = [json.dumps(s).encode() for s in snaps]
         act_bodies = [
             json.dumps(
@@ -285,11 +331,15 @@ def main() -> None:
             ).encode()
             for k in range(8)
         ]  # fmt: skip
+        floor_url = f"http://127.0.0.1:{fl_port}/"
         rows = [
+            ("empty ASGI app (the ceiling)", floor_url, decide_bodies, {}),
             ("taktline /decide (1 snapshot)", decide_url, decide_bodies, auth),
             ("taktline /act (batch 64)", act_url, act_bodies, auth),
             ("mlflow serve (1 row)", ml_url, ml1_bodies, {}),
             ("mlflow serve (64 rows)", ml_url, ml64_bodies, {}),
+            ("mlflow serve, torch flavour (1)", mt_url, mt1_bodies, {}),
+            ("mlflow serve, torch flavour (64)", mt_url, mt64_bodies, {}),
         ]
         results: dict[str, tuple[float, float, float]] = {}
         for name, url, bodies, headers in rows:
@@ -297,7 +347,7 @@ def main() -> None:
             rps = throughput(url, bodies, headers, args.clients, args.seconds)
             results[name] = (ms(lat, 0.5), ms(lat, 0.99), rps)
     finally:
-        for proc in (tk, ml):
+        for proc in servers:
             proc.terminate()
             proc.wait(timeout=30)
 
@@ -320,13 +370,26 @@ def main() -> None:
         print(f"{name:34}{p50:9.3f}{p99:9.3f}{rps:10.0f}")
     d, a = results["taktline /decide (1 snapshot)"], results["taktline /act (batch 64)"]
     m1r, m64 = results["mlflow serve (1 row)"], results["mlflow serve (64 rows)"]
-    print("\nratios (taktline / mlflow models serve):")
+    t1, t64 = (
+        results["mlflow serve, torch flavour (1)"],
+        results["mlflow serve, torch flavour (64)"],
+    )
+    print("\nratios (taktline / mlflow models serve of the pyfunc training logs):")
     print(f"  /decide vs 1 row : throughput x{d[2] / m1r[2]:.1f}, p50 x{m1r[0] / d[0]:.1f} lower")
     print(f"  /act 64 vs 64 rows: throughput x{a[2] / m64[2]:.1f}, p50 x{m64[0] / a[0]:.1f} lower")
+    print("ratios (taktline / mlflow models serve of the torch flavour: logits only):")
+    print(f"  /decide vs 1 row : throughput x{d[2] / t1[2]:.1f}, p50 x{t1[0] / d[0]:.1f} lower")
+    print(f"  /act 64 vs 64 rows: throughput x{a[2] / t64[2]:.1f}, p50 x{t64[0] / a[0]:.1f} lower")
     print(f"  /decide p50 over bare encode+act+decode: +{d[0] - ms(bare_full, 0.5):.3f} ms")
-    ok_p50, ok_x = d[0] < 2.0, d[2] / m1r[2] >= 5.0
-    print(f"targets: p50 /decide < 2 ms: {'met' if ok_p50 else 'MISSED'}; "
-          f">= 5x mlflow throughput: {'met' if ok_x else 'MISSED'}")  # fmt: skip
+    fl = results["empty ASGI app (the ceiling)"]
+    print(
+        f"  ceiling (empty app) vs mlflow pyfunc 1 row: throughput x{fl[2] / m1r[2]:.1f}; "
+        f"/decide reaches {d[2] / fl[2]:.0%} of the empty app's throughput"
+    )
+    ok_p50 = d[0] < 2.0
+    print(f"targets: p50 /decide < 2 ms: {'met' if ok_p50 else 'MISSED'}; >= 5x mlflow "
+          f"throughput: pyfunc {'met' if d[2] / m1r[2] >= 5 else 'MISSED'}, torch flavour "
+          f"{'met' if d[2] / t1[2] >= 5 else 'MISSED'}")  # fmt: skip
 
 
 if __name__ == "__main__":
