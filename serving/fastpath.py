@@ -16,6 +16,7 @@ error answers (401/403/404/413/422) come from one place: the routes.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -166,6 +167,4 @@ def _replaying(body: bytes, more: bool, receive: Receive) -> Receive:
 
 
 def _json_detail(detail: Any) -> bytes:
-    import json
-
     return json.dumps({"detail": detail}).encode()

@@ -7,6 +7,7 @@ and registers it. The backends add how a model is exported and checkpointed.
 
 from __future__ import annotations
 
+import abc
 import json
 import shutil
 import time
@@ -71,7 +72,7 @@ class TrainResult:
     evaluation: dict[str, Any] | None = None
 
 
-class Run:
+class Run(abc.ABC):
     """State and actions of one training run, whatever the backend.
 
     A backend subclasses it with :meth:`network_of`, :meth:`checkpoint` and :attr:`backend`;
@@ -116,9 +117,9 @@ class Run:
     backend = "?"
     """The backend's name in a bundle's lineage."""
 
+    @abc.abstractmethod
     def network_of(self, model: Any) -> torch.nn.Module:
         """The policy network of ``model`` as a plain torch module (the backend exports it)."""
-        raise NotImplementedError
 
     def lineage_of(self, model: Any) -> dict[str, Any]:
         """Backend-specific lineage of a bundle of ``model`` (algorithm, iteration...)."""
@@ -181,9 +182,9 @@ class Run:
         return mean
 
     # -- checkpoints -------------------------------------------------------------------------
+    @abc.abstractmethod
     def checkpoint(self, model: Any, step: int) -> None:
         """Save the model and :attr:`state` so that ``resume`` continues from ``step``."""
-        raise NotImplementedError
 
     def _stamp(self, step: int) -> None:
         """Bring :attr:`state` to ``step`` and restart the elapsed-time clock (checkpoints)."""
