@@ -124,12 +124,14 @@ class NumpyMLP:
 
     _ACTIVATIONS: ClassVar[dict[type[nn.Module], Any]] = {
         nn.Tanh: np.tanh,
-        nn.ReLU: lambda h: np.maximum(h, 0.0, out=h),
+        nn.ReLU: lambda h, out: np.maximum(h, np.float32(0.0), out=out),
     }
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, Any]], obs_dim: int) -> None:
         self.layers = layers
         self.obs_dim = obs_dim
+        self.n_actions = int(layers[-1][0].shape[1])
+        self._masked = np.float32(MASKED_LOGIT)
 
     @classmethod
     def from_module(cls, net: nn.Module) -> NumpyMLP | None:
@@ -156,7 +158,9 @@ class NumpyMLP:
 
     def __call__(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Masked logits ``(B, n)`` (float32) of observations ``(B, ...)``."""
-        h = np.asarray(obs, dtype=np.float32).reshape(obs.shape[0], -1)
+        if not isinstance(obs, np.ndarray) or obs.dtype != np.float32:
+            obs = np.asarray(obs, dtype=np.float32)
+        h = obs.reshape(obs.shape[0], -1)
         if h.shape[1] != self.obs_dim:
             raise PolicyError(
                 f"observation: expected {self.obs_dim} features, got {h.shape[1]}; the policy "
@@ -166,13 +170,13 @@ class NumpyMLP:
             h = h @ weight
             h += bias
             if act is not None:
-                h = act(h)
+                h = act(h, out=h)
         if mask is not None:
             if mask.shape != h.shape:
                 raise PolicyError(
                     f"mask: expected shape {h.shape} (batch, actions), got {tuple(mask.shape)}"
                 )
-            h = np.where(mask, h, np.float32(MASKED_LOGIT))
+            h = np.where(mask, h, self._masked)
         return h
 
 

@@ -22,7 +22,6 @@ Targets: p50 < 2 ms for a single ``/decide``; >= 5x the throughput of ``mlflow m
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
@@ -141,19 +140,48 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
 
 
 class Client:
-    """A minimal keep-alive HTTP/1.1 client (``http.client``): little overhead to measure."""
+    """A keep-alive HTTP/1.1 client on a bare socket: the request bytes are built once and the
+    answer is read by its ``content-length``.
+
+    The client shares the 2 cores with the server it measures, so its own cost caps what it
+    can measure: ``http.client`` spends about 0.3 ms a request here, which held the empty ASGI
+    app to ~3,000 requests/s with 2 client processes; this client lets it reach ~8,500.
+    """
 
     def __init__(self, url: str, headers: dict[str, str]) -> None:
         parts = urlsplit(url)
-        self.path = parts.path
-        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
-        self.headers = {**headers, "content-type": "application/json"}
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lines = [f"POST {parts.path or '/'} HTTP/1.1", f"host: {host}:{port}"]
+        lines += [f"{k}: {v}" for k, v in {**headers, "content-type": "application/json"}.items()]
+        self.head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode()
+        self.requests: dict[int, bytes] = {}
 
     def post(self, body: bytes) -> int:
-        self.conn.request("POST", self.path, body=body, headers=self.headers)
-        response = self.conn.getresponse()
-        response.read()
-        return response.status
+        """Send one request and read its whole answer; returns the status code."""
+        request = self.requests.get(id(body))
+        if request is None:
+            request = self.requests[id(body)] = self.head + b"%d\r\n\r\n" % len(body) + body
+        self.sock.sendall(request)
+        buf = self.sock.recv(65536)
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            buf += self._more()
+        head = buf[:end].lower()
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            raise RuntimeError(f"an answer without content-length: {head[:200]!r}")
+        stop = head.find(b"\r\n", at + 2)
+        size = int(head[at + 17 : stop if stop >= 0 else None])
+        while len(buf) < end + 4 + size:
+            buf += self._more()
+        return int(buf[9:12])
+
+    def _more(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
 
 
 def latency(url: str, bodies: list[bytes], headers: dict[str, str], n: int) -> list[float]:

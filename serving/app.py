@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -22,6 +23,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from taktline.serving.decide import DecisionService
@@ -57,6 +59,24 @@ async def configured(name: PolicyName, request: Request) -> str:
 
 
 Configured = Annotated[str, Depends(configured)]
+
+
+class ServingApp(FastAPI):
+    """The FastAPI app, with the decision fast path in front of FastAPI's own layers.
+
+    Middleware added with ``add_middleware`` still runs inside FastAPI's per-request layers
+    (the OpenTelemetry check, the body-limit and error wrappers), which on this hardware cost
+    about as much as a policy's forward pass. The fast path (:mod:`taktline.serving.fastpath`)
+    therefore sits here, before them; what it does not answer goes through FastAPI unchanged.
+    """
+
+    fast_path: DecisionFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and scope["type"] == "http":
+            await self.fast_path(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> FastAPI:
@@ -105,7 +125,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    app = ServingApp(
         title="taktline serving",
         version="1",
         description="Dispatching and release decisions for production lines, from trained "
@@ -196,8 +216,9 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
-    if settings.fast_path:  # outermost: valid decision requests skip the framework
-        app.add_middleware(DecisionFastPath, settings=settings, service=service, metrics=metrics)
+    if settings.fast_path:  # valid decision requests skip the framework
+        framework = functools.partial(FastAPI.__call__, app)
+        app.fast_path = DecisionFastPath(framework, settings, service, metrics)
     return app
 
 

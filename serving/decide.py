@@ -155,7 +155,7 @@ def policy_decision(loaded: LoadedPolicy, snapshot: dict[str, Any]) -> PolicyAns
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise PolicyUnusable("out_of_range", "the encoded mask allows no action")
-    action = int(loaded.bundle.act(obs[None], mask[None], deterministic=True)[0])
+    action = loaded.bundle.act_one(obs, mask)
     if not (0 <= action < mask.shape[0] and mask[action]):
         raise PolicyUnusable("masked_action", f"policy chose masked action {action}")
     return PolicyAnswer(action, loaded.codec.decode(snapshot, action), loaded.version)
@@ -204,7 +204,7 @@ class DecisionService:
         except PolicyUnusable as exc:
             rule = self._rule_name(snapshot, config)
             self.metrics.fallbacks.labels(name, exc.reason, rule).inc()
-            self.metrics.decisions.labels(name, "fallback").inc()
+            self.metrics.decided(name, "fallback")
             log.warning("policy %s: fallback to %s (%s: %s)", name, rule, exc.reason, exc)
             return DecideResponse(
                 policy=name,
@@ -216,7 +216,7 @@ class DecisionService:
                 fallback=True,
                 fallback_reason=f"{exc.reason}: {exc}",
             )
-        self.metrics.decisions.labels(name, "policy").inc()
+        self.metrics.decided(name, "policy")
         return DecideResponse(
             policy=name,
             decision=Decision(**answer.decision),
@@ -253,7 +253,7 @@ class DecisionService:
                 error=f"{exc.reason}: {exc}",
             )
         self.metrics.shadow.labels(name, str(shadow.agrees).lower()).inc()
-        self.metrics.decisions.labels(name, "shadow_rule").inc()
+        self.metrics.decided(name, "shadow_rule")
         shadow_log.info(
             json.dumps(
                 {

@@ -19,17 +19,18 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import SchemaValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taktline.serving.decide import DecisionService
 from taktline.serving.metrics import ServingMetrics
-from taktline.serving.schemas import ActRequest, AnySnapshot
+from taktline.serving.schemas import ActRequest, JobShopSnapshot, Snapshot, line_snapshot_problem
 from taktline.serving.security import bearer_token, key_matches
 from taktline.serving.settings import Settings
 
@@ -38,10 +39,96 @@ _TEMPLATES = {
     "decide": "/v1/policies/{name}/decide",
     "act": "/v1/policies/{name}/act",
 }
-_BODIES: dict[str, TypeAdapter[Any]] = {
-    "decide": TypeAdapter(AnySnapshot),
-    "act": TypeAdapter(ActRequest),
-}
+
+
+def dict_validator(model: type[BaseModel], checks: dict[Any, Callable[..., Any]]) -> Any:
+    """A validator of ``model``'s JSON that gives what ``model_dump()`` gives, without models.
+
+    It is built from the model's own core schema: every field, type, bound, default and
+    ``extra="forbid"`` is the model's, with each nested model turned into a typed dict. For a
+    line snapshot this halves the cost of validating and then dumping.
+
+    A model validator takes the model instance, so it cannot run on a dict: ``checks`` maps
+    each one to the function that checks the same on the dict (the caller runs it). Any other
+    model validator, or a model feature this does not translate, raises ``TypeError``, so a
+    validator added to the models later is never skipped silently.
+    """
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind in ("function-after", "function-before", "function-wrap", "function-plain"):
+            inner = node.get("schema", {})
+            if inner.get("type") == "model":
+                if node["function"]["function"] not in checks:
+                    raise TypeError(f"{inner['cls'].__name__}: model validator {node['function']}")
+                out = convert(inner)
+                if "ref" in node:
+                    out["ref"] = node["ref"]
+                return out
+        if kind == "model":
+            fields = node["schema"]
+            if (
+                node.get("custom_init")
+                or node.get("root_model")
+                or node.get("post_init")
+                or fields.get("computed_fields")
+            ):
+                raise TypeError(f"{node['cls'].__name__}: not a plain model")
+            out = {
+                "type": "typed-dict",
+                "fields": {},
+                "config": node.get("config", {}),
+                "extra_behavior": node.get("config", {}).get("extra_fields_behavior", "ignore"),
+            }
+            for name, field in fields["fields"].items():
+                if set(field) - {"type", "schema", "metadata"}:
+                    raise TypeError(f"{node['cls'].__name__}.{name}: {sorted(field)}")
+                out["fields"][name] = {
+                    "type": "typed-dict-field",
+                    "schema": convert(field["schema"]),
+                    "required": field["schema"]["type"] != "default",
+                }
+            if "ref" in node:
+                out["ref"] = node["ref"]
+            return out
+        return {key: convert(value) for key, value in node.items()}
+
+    return SchemaValidator(convert(model.__pydantic_core_schema__))
+
+
+_LINE = dict_validator(Snapshot, {Snapshot._decision_refers_to_the_line: line_snapshot_problem})
+_JOBSHOP, _ACT = TypeAdapter(JobShopSnapshot), TypeAdapter(ActRequest)
+
+
+class _ForTheRoute(Exception):
+    """The body is not valid (the route answers why)."""
+
+
+def _validate(kind: str, body: bytes) -> Any:
+    """The request: an :class:`ActRequest`, or a snapshot as the dict ``model_dump()`` gives.
+
+    The routes' ``AnySnapshot`` union picks its member with a Python discriminator, which
+    costs a third of the validation, so the body's likely kind is tried alone. Either member
+    validates only bodies the union gives to it (a line snapshot forbids a top-level ``kind``,
+    a job-shop one requires ``"jobshop"``), and a body the guess rejects goes to the route, so
+    a wrong guess costs time, never a wrong answer.
+
+    Raises:
+        ValidationError, _ForTheRoute: the route is to answer (a 422 naming the field, or
+            the other kind).
+    """
+    if kind == "act":
+        return _ACT.validate_json(body)
+    if b'"jobshop"' in body:
+        return _JOBSHOP.validate_json(body).model_dump()
+    snapshot = _LINE.validate_json(body)
+    if line_snapshot_problem(snapshot):
+        raise _ForTheRoute
+    return snapshot
 
 
 class DecisionFastPath:
@@ -59,6 +146,7 @@ class DecisionFastPath:
         self.service = service
         self.metrics = metrics
         self.keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -106,14 +194,13 @@ class DecisionFastPath:
             await self.app(scope, replay, send)
             return
         try:
-            request = _BODIES[kind].validate_json(body)
-        except ValidationError:
+            request = _validate(kind, body)
+        except (ValidationError, _ForTheRoute):
             await self.app(scope, replay, send)  # the route answers 422, naming the field
             return
         try:
             if kind == "decide":
-                snapshot = request.model_dump()
-                answer = await self.service.decide(name, snapshot)
+                answer = await self.service.decide(name, request)
                 payload = answer.model_dump_json(exclude_none=True).encode()
             else:
                 assert isinstance(request, ActRequest)
@@ -147,9 +234,16 @@ class DecisionFastPath:
         await send({"type": "http.response.body", "body": payload})
 
     def _count(self, kind: str, code: int, start: float) -> None:
-        route = _TEMPLATES[kind]
-        self.metrics.latency.labels(route, "POST").observe(time.perf_counter() - start)
-        self.metrics.requests.labels(route, "POST", str(code)).inc()
+        children = self._children.get((kind, code))
+        if children is None:  # ``labels()`` takes a lock and builds a key: once per series
+            route = _TEMPLATES[kind]
+            children = (
+                self.metrics.latency.labels(route, "POST"),
+                self.metrics.requests.labels(route, "POST", str(code)),
+            )
+            self._children[(kind, code)] = children
+        children[0].observe(time.perf_counter() - start)
+        children[1].inc()
 
 
 def _replaying(body: bytes, more: bool, receive: Receive) -> Receive:

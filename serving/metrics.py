@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,6 +56,18 @@ class ServingMetrics:
         self.reloads = Counter(
             "taktline_reloads", "Reload attempts.", ["policy", "outcome"], registry=r
         )
+        self._decided: dict[tuple[str, str], Any] = {}
+
+    def decided(self, policy: str, source: str) -> None:
+        """Count one decision of ``policy`` by ``source`` (``policy``, ``fallback``, ...).
+
+        The series is looked up once: ``labels()`` takes a lock and builds a key each call,
+        which on the ``/decide`` hot path costs as much as the count itself.
+        """
+        child = self._decided.get((policy, source))
+        if child is None:
+            child = self._decided[(policy, source)] = self.decisions.labels(policy, source)
+        child.inc()
 
     def set_version(self, policy: str, version: str | None, source: str | None) -> None:
         """Record the version now served for ``policy``."""

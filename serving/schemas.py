@@ -81,19 +81,28 @@ class Snapshot(BaseModel):
 
     @model_validator(mode="after")
     def _decision_refers_to_the_line(self) -> Snapshot:
-        d = self.decision
-        if d.kind == "release":
-            return self
-        station = next((s for s in self.stations if s.name == d.station), None)
-        if station is None:
-            names = [s.name for s in self.stations]
-            raise ValueError(f"decision.station: {d.station!r} is not one of {names}")
-        if all(m.id != d.machine for m in station.machines):
-            ids = [m.id for m in station.machines]
-            raise ValueError(f"decision.machine: {d.machine!r} is not one of {ids}")
-        if not station.queue:
-            raise ValueError(f"decision: station {d.station!r} has no waiting job to dispatch")
+        problem = line_snapshot_problem(self.model_dump(include={"decision", "stations"}))
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def line_snapshot_problem(snapshot: dict[str, Any]) -> str | None:
+    """Why a line snapshot whose fields are valid is still not one (its decision names no
+    machine of the line, or a station with nothing to dispatch), or ``None``."""
+    d = snapshot["decision"]
+    if d["kind"] == "release":
+        return None
+    station = next((s for s in snapshot["stations"] if s["name"] == d["station"]), None)
+    if station is None:
+        names = [s["name"] for s in snapshot["stations"]]
+        return f"decision.station: {d['station']!r} is not one of {names}"
+    if all(m["id"] != d["machine"] for m in station["machines"]):
+        ids = [m["id"] for m in station["machines"]]
+        return f"decision.machine: {d['machine']!r} is not one of {ids}"
+    if not station["queue"]:
+        return f"decision: station {d['station']!r} has no waiting job to dispatch"
+    return None
 
 
 class JobShopCandidate(BaseModel):

@@ -48,6 +48,8 @@ class Bundle(Protocol):
         self, obs: np.ndarray, mask: np.ndarray | None = None, deterministic: bool = True
     ) -> np.ndarray: ...
 
+    def act_one(self, obs: np.ndarray, mask: np.ndarray) -> int: ...
+
 
 class Codec(Protocol):
     """What serving uses of :func:`taktline.envs.encoding.make_codec`'s codec."""
