@@ -117,10 +117,7 @@ class PolicyBundle:
                 mask = np.asarray(obs["action_mask"]) > 0.5
             obs = obs["observations"]
         x = np.asarray(obs, dtype=np.float32)
-        space = self.observation_space
-        if isinstance(space, gym.spaces.Dict):
-            space = space["observations"]
-        expected = tuple(space.shape or ())
+        expected = self._obs_shape
         if self.size_agnostic:
             if x.ndim != 2:
                 raise PolicyError(
@@ -225,6 +222,7 @@ class PolicyBundle:
 
     @property
     def _obs_shape(self) -> tuple[int, ...]:
+        """One observation's shape (inside a Dict space's ``"observations"``)."""
         space = self.observation_space
         if isinstance(space, gym.spaces.Dict):
             space = space["observations"]
