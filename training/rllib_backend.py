@@ -37,7 +37,15 @@ from rich.console import Console
 from taktline.errors import PolicyError, SpecError
 from taktline.training import tracking
 from taktline.training.config import TrainConfig
-from taktline.training.run import Run, RunState, TrainResult, finish, log_baselines
+from taktline.training.run import (
+    STATE_FILE,
+    Run,
+    RunState,
+    TrainResult,
+    finish,
+    log_baselines,
+    publish_checkpoint,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +54,6 @@ ENV_NAME = "taktline-rllib"
 """The name RLlib knows taktline's envs by (``env_config`` says which one)."""
 CHECKPOINT_DIR = "checkpoints"
 RLLIB_DIR = "rllib"
-STATE_FILE = "state.json"
 
 # SB3 hyperparameter names -> PPOConfig attributes (the same YAML trains on both backends)
 SB3_NAMES = {
@@ -222,8 +229,6 @@ class _RllibRun(Run):
 
     def checkpoint(self, model: Any, step: int) -> None:
         """RLlib checkpoint + run state, swapped in whole (a kill never leaves half of one)."""
-        import mlflow
-
         self._stamp(step)
         final = self.dir / CHECKPOINT_DIR
         tmp, old = final.with_name(".checkpoints.tmp"), final.with_name(".checkpoints.old")
@@ -236,8 +241,9 @@ class _RllibRun(Run):
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-        mlflow.log_artifacts(str(final), artifact_path=CHECKPOINT_DIR)
-        tracking.log_metrics(
+        publish_checkpoint(
+            final,
+            CHECKPOINT_DIR,
             {
                 "checkpoint.step": float(step),
                 "checkpoint.iteration": float(model.training_iteration),

@@ -27,6 +27,9 @@ from taktline.training.config import TrainConfig
 from taktline.training.evaluate import DEFAULT_METRIC, Case, evaluate_cases, render_table
 from taktline.training.progress import TrainProgress
 
+STATE_FILE = "state.json"
+"""A checkpoint's :class:`RunState` file (written last: it commits the checkpoint)."""
+
 
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
     """One training env (importable, so subprocesses can build it)."""
@@ -191,6 +194,28 @@ class Run(abc.ABC):
         self.state.num_timesteps = step
         self.state.elapsed_s = self.elapsed()
         self.started = time.monotonic()
+
+
+def publish_checkpoint(
+    folder: Path, artifact_path: str, metrics: dict[str, float], step: int
+) -> None:
+    """Upload a checkpoint folder to the run's artifacts, its state file last.
+
+    A resume from the tracking store reads the state file first (the step to resume at). Sent
+    after the model files and the ``checkpoint.*`` metrics, it never names a step whose files
+    or metrics a kill kept from the store; a kill before it leaves the previous checkpoint.
+    """
+    import mlflow
+
+    for path in sorted(folder.iterdir()):
+        if path.name == STATE_FILE:
+            continue
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=f"{artifact_path}/{path.name}")
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    tracking.log_metrics(metrics, step)
+    mlflow.log_artifact(str(folder / STATE_FILE), artifact_path=artifact_path)
 
 
 def log_baselines(run: Run) -> None:

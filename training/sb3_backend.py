@@ -25,17 +25,18 @@ from taktline.errors import PolicyError
 from taktline.training import tracking
 from taktline.training.config import TrainConfig
 from taktline.training.run import (
+    STATE_FILE,
     Run,
     RunState,
     TrainResult,
     finish,
     log_baselines,
     make_env,
+    publish_checkpoint,
 )
 from taktline.training.sb3_policies import export_network, sb3_policy_setup
 
 CHECKPOINT_FILE = "checkpoint.zip"
-STATE_FILE = "state.json"
 NORMALIZE_FILE = "vecnormalize.pkl"
 
 
@@ -129,10 +130,7 @@ class _SB3Run(Run):
             shutil.rmtree(ck / "best_bundle", ignore_errors=True)
             shutil.copytree(best, ck / "best_bundle")
         self.state.save(ck / STATE_FILE)
-        import mlflow
-
-        mlflow.log_artifacts(str(ck), artifact_path="checkpoints")
-        tracking.log_metrics({"checkpoint.step": float(step)}, step)
+        publish_checkpoint(ck, "checkpoints", {"checkpoint.step": float(step)}, step)
 
 
 def _algorithm(cfg: TrainConfig) -> Any:
