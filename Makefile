@@ -34,8 +34,9 @@ lint: install
 typecheck: install
 	cd /tmp && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p taktline.envs -p taktline.serving -p taktline.agents
 
+# make install compiles the twin, so a test run here expects the compiled engine (not a fallback).
 pytest: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
+	TAKTLINE_REQUIRE_COMPILED=1 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
 
 test: lint typecheck pytest
 
