@@ -7,6 +7,11 @@ A bundle is a directory with two files:
   training lineage (git commit, config, seed, MLflow run, backend, creation time, version);
 * ``weights.pt`` — the network's ``state_dict`` (loaded with ``weights_only=True``).
 
+``bundle.json`` also records the sha256 of every other file (``"files": {"weights.pt":
+"<hex>"}``), and :meth:`PolicyBundle.load` checks each one before reading anything, so a bundle
+changed after it was saved (a tampered or truncated cache, a half-copied folder) is refused, not
+served.
+
 Loading one and acting needs torch, numpy, gymnasium and taktline only — never SB3, Ray or
 MLflow — so serving and notebooks stay light. Both training backends export to it.
 
@@ -25,6 +30,7 @@ MLflow — so serving and notebooks stay light. Both training backends export to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -46,7 +52,8 @@ if TYPE_CHECKING:
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT = "taktline-policy-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""v2 added the ``files`` digests; a v1 bundle (no digests) is refused with how to re-export."""
 
 
 @dataclass
@@ -229,8 +236,8 @@ class PolicyBundle:
         return tuple(space.shape or ())
 
     # ---- storage -----------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """The JSON content of ``bundle.json``."""
+    def describe(self, files: dict[str, str] | None = None) -> dict[str, Any]:
+        """The JSON content of ``bundle.json`` (``files``: sha256 by relative path)."""
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -242,17 +249,20 @@ class PolicyBundle:
             "network": self.network_spec,
             "lineage": self.lineage,
             "version": self.version,
+            "files": dict(files or {}),
         }
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle into directory ``path`` (created if needed); returns it."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        try:
-            text = json.dumps(self.describe(), indent=2, sort_keys=True, default=_jsonable)
+        try:  # fail on bad metadata before writing anything
+            json.dumps(self.describe(), default=_jsonable)
         except TypeError as exc:
             raise PolicyError(f"bundle: env_kwargs and lineage must be JSON data ({exc})") from exc
         torch.save(self.network.state_dict(), out / WEIGHTS_FILE)
+        files = {WEIGHTS_FILE: file_sha256(out / WEIGHTS_FILE)}
+        text = json.dumps(self.describe(files), indent=2, sort_keys=True, default=_jsonable)
         (out / BUNDLE_FILE).write_text(text + "\n")
         return out
 
@@ -260,8 +270,11 @@ class PolicyBundle:
     def load(cls, path: str | Path) -> PolicyBundle:
         """Read a bundle directory written by :meth:`save`.
 
+        Every file listed in ``bundle.json``'s ``files`` is checked against its sha256 first.
+
         Raises:
-            PolicyError: when the directory holds no bundle, or one this version cannot read.
+            PolicyError: when the directory holds no bundle, one this version cannot read, one
+                without digests (format v1), or a file whose digest differs from the recorded one.
         """
         root = Path(path)
         meta_path = root / BUNDLE_FILE
@@ -270,12 +283,22 @@ class PolicyBundle:
                 f"{root}: not a policy bundle ({BUNDLE_FILE} missing); pass the directory "
                 "PolicyBundle.save wrote"
             )
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PolicyError(
+                f"{meta_path}: not JSON ({exc}); the bundle is damaged: download or export it again"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise PolicyError(
+                f"{meta_path}: not a {FORMAT!r} file; pass the directory PolicyBundle.save wrote"
+            )
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
             raise PolicyError(
                 f"{meta_path}: format {meta.get('format')!r} v{meta.get('format_version')}; this "
                 f"taktline reads {FORMAT!r} up to v{FORMAT_VERSION} (upgrade taktline)"
             )
+        verify_files(root, meta.get("files"))
         network = build_network(meta["network"])
         state = torch.load(root / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         try:
@@ -299,6 +322,47 @@ class PolicyBundle:
             lineage=dict(meta.get("lineage") or {}),
             version=meta.get("version"),
         )
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(root: Path, files: Any) -> None:
+    """Check the files of bundle ``root`` against the sha256 digests of its ``bundle.json``.
+
+    Raises:
+        PolicyError: naming the file, the expected and the found digest, and the fix.
+    """
+    meta_path = root / BUNDLE_FILE
+    if not isinstance(files, dict) or WEIGHTS_FILE not in files:
+        raise PolicyError(
+            f"{meta_path}: no sha256 digests of the bundle's files (format v1 or edited), so "
+            "its weights cannot be verified; export it again with this taktline "
+            "(PolicyBundle.save, `taktline train`) or download it again from the registry"
+        )
+    base = root.resolve()
+    for rel, expected in sorted(files.items()):
+        path = (root / str(rel)).resolve()
+        if rel == BUNDLE_FILE or not path.is_relative_to(base) or path == base:
+            raise PolicyError(f"{meta_path}: files: {rel!r} is not a file inside the bundle")
+        if not path.is_file():
+            raise PolicyError(
+                f"{root / str(rel)}: missing (bundle.json lists it); the bundle is incomplete: "
+                "download or export it again"
+            )
+        found = file_sha256(path)
+        if found != expected:
+            raise PolicyError(
+                f"{root / str(rel)}: sha256 {found}, but bundle.json records {expected}; the "
+                "file changed after the bundle was saved (tampered or damaged): do not use it, "
+                "download it again from the registry or export it again"
+            )
 
 
 def _jsonable(value: Any) -> Any:

@@ -217,3 +217,50 @@ print("HEAVY", heavy, a.tolist(), d["kind"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "HEAVY [] " in out.stdout, out.stdout
+
+
+def test_load_refuses_weights_changed_after_save_naming_file_and_digests(tmp_path: Path) -> None:
+    import hashlib
+
+    path = mlp_bundle().save(tmp_path / "b")
+    weights = path / "weights.pt"
+    recorded = hashlib.sha256(weights.read_bytes()).hexdigest()
+    data = bytearray(weights.read_bytes())
+    data[-20] ^= 0xFF  # one flipped byte inside the tensor data: torch still loads it
+    weights.write_bytes(bytes(data))
+    found = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(PolicyError) as info:
+        PolicyBundle.load(path)
+    message = str(info.value)
+    assert "weights.pt" in message and recorded in message and found in message
+    assert "download it again" in message
+
+
+def test_save_records_the_sha256_of_the_weights(tmp_path: Path) -> None:
+    import hashlib
+
+    path = mlp_bundle().save(tmp_path / "b")
+    meta = json.loads((path / BUNDLE_FILE).read_text())
+    assert meta["files"] == {
+        "weights.pt": hashlib.sha256((path / "weights.pt").read_bytes()).hexdigest()
+    }
+
+
+def test_load_refuses_a_bundle_without_digests_and_says_how_to_fix(tmp_path: Path) -> None:
+    path = mlp_bundle().save(tmp_path / "b")
+    meta = json.loads((path / BUNDLE_FILE).read_text())
+    meta.pop("files", None)
+    meta["format_version"] = 1
+    (path / BUNDLE_FILE).write_text(json.dumps(meta))
+    with pytest.raises(PolicyError, match=r"no sha256 digests.*export it again"):
+        PolicyBundle.load(path)
+
+
+def test_load_refuses_digest_entries_outside_the_bundle(tmp_path: Path) -> None:
+    path = mlp_bundle().save(tmp_path / "b")
+    meta = json.loads((path / BUNDLE_FILE).read_text())
+    (tmp_path / "elsewhere").write_text("x")
+    meta["files"]["../elsewhere"] = meta["files"]["weights.pt"]
+    (path / BUNDLE_FILE).write_text(json.dumps(meta))
+    with pytest.raises(PolicyError, match="not a file inside the bundle"):
+        PolicyBundle.load(path)
