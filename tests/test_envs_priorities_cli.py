@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,7 +26,7 @@ def _jobs(rng: np.random.Generator, n: int) -> list[SimpleNamespace]:
             processing_time=float(rng.integers(1, 4)),
             remaining_work=float(rng.integers(3, 8)),
             remaining_ops=int(rng.integers(1, 4)),
-            due_date=float(rng.choice([20.0, 30.0, np.inf])),
+            due_date=float(rng.choice([8.0, 11.0, 20.0, 30.0, np.inf])),
             arrival_time=0.0,
             queue_entry_time=float(rng.integers(0, 3)),
         )
@@ -32,15 +34,53 @@ def _jobs(rng: np.random.Generator, n: int) -> list[SimpleNamespace]:
     ]
 
 
-def test_rule_choice_agrees_with_the_agents_rules_including_ties() -> None:
+def _atc(c: SimpleNamespace, now: float, jobs: list[SimpleNamespace]) -> float:
+    p_bar = sum(j.processing_time for j in jobs) / len(jobs)
+    slack = max(0.0, c.due_date - c.processing_time - now)
+    return (1.0 / c.processing_time) * math.exp(-slack / (2.0 * p_bar))  # k = 2
+
+
+# The rule definitions of the agents' rules module docstring, written out independently of
+# ``taktline.envs.priorities``: a priority where the smallest starts first.
+REFERENCE: dict[str, Callable[[SimpleNamespace, float, str | None, list[SimpleNamespace]], float]]
+REFERENCE = {
+    "FIFO": lambda c, now, fam, jobs: c.queue_entry_time,
+    "SPT": lambda c, now, fam, jobs: c.processing_time,
+    "LPT": lambda c, now, fam, jobs: -c.processing_time,
+    "EDD": lambda c, now, fam, jobs: c.due_date,
+    "MWKR": lambda c, now, fam, jobs: -c.remaining_work,
+    "MOPNR": lambda c, now, fam, jobs: -c.remaining_ops,
+    "CR": lambda c, now, fam, jobs: (c.due_date - now) / c.remaining_work,
+    "ATC": lambda c, now, fam, jobs: -_atc(c, now, jobs),  # largest ATC index first
+    "SAME": lambda c, now, fam, jobs: 0 if c.family == fam else 1,
+}
+
+
+def _reference_choice(name: str, jobs: list[SimpleNamespace], now: float, fam: str | None) -> int:
+    """The documented choice by full sort: priority, then queue entry time, then lowest id."""
+    key = REFERENCE[name]
+    order = sorted(
+        range(len(jobs)),
+        key=lambda i: (key(jobs[i], now, fam, jobs), jobs[i].queue_entry_time, jobs[i].id),
+    )
+    return order[0]
+
+
+def test_rule_choice_and_the_agents_rules_match_the_documented_definitions_including_ties() -> None:
+    assert set(REFERENCE) == set(DISPATCH_RULES)  # a new rule needs its reference here
     rng = np.random.default_rng(0)
+    ties = 0
     for _ in range(300):
         jobs = _jobs(rng, int(rng.integers(1, 7)))
         family = [None, "a", "b"][int(rng.integers(3))]
         for name in DISPATCH_RULES:
-            expect = get_rule(name).dispatch(jobs, 5.0, family)
-            assert rule_choice(name, jobs, 5.0, family) == expect
+            expect = _reference_choice(name, jobs, 5.0, family)
+            keys = [REFERENCE[name](j, 5.0, family, jobs) for j in jobs]
+            ties += keys.count(keys[expect]) > 1
+            assert rule_choice(name, jobs, 5.0, family) == expect, (name, family, jobs)
+            assert get_rule(name).dispatch(jobs, 5.0, family) == expect, (name, family, jobs)
             assert RuleDispatcher(name.lower()).dispatch(jobs, 5.0, family) == expect
+    assert ties > 500  # the tie-break is exercised, not just the keys
 
 
 def test_ties_go_to_the_earliest_queue_entry_then_the_lowest_id() -> None:
