@@ -10,20 +10,32 @@ form is JSON, and a bare string is shorthand for ``{"ref": ...}``::
                         "serial5": "/srv/bundles/serial5"}'
 
 Only these configured references are ever loaded: clients name a policy, never a URI or a path.
+A reference ``rule:NAME`` (``rule:SAME``) serves a dispatching rule itself as the policy (the
+demo does when no trained network beat the best rule).
 
->>> s = Settings(env="local", policies={"p": "models:/p@production"})
->>> s.policies["p"].fallback_rule, s.auth_enabled
-('SPT', False)
+``TAKTLINE_ENV`` is one of
+
+* ``local`` — a developer's machine: authentication is off unless ``TAKTLINE_AUTH=true``;
+* ``dev``, ``staging``, ``production`` — a deployment anyone on the network may reach:
+  authentication is on and ``TAKTLINE_API_KEYS`` is required. Switching it off there
+  (``TAKTLINE_AUTH=false``) refuses to start unless ``TAKTLINE_INSECURE=true`` (what
+  ``taktline serve --insecure`` sets) says so on purpose; such a server warns at start and
+  reports ``insecure: true`` in ``/healthz``.
+
+>>> s = Settings(env="local", policies={"p": "models:/p@production", "r": "rule:same"})
+>>> s.policies["p"].fallback_rule, s.policies["r"].rule, s.auth_enabled
+('SPT', 'SAME', False)
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taktline.agents.rules import get_release_rule, get_rule
 from taktline.errors import PolicyError
@@ -31,7 +43,9 @@ from taktline.errors import PolicyError
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[A-Za-z0-9_-]+)$")
 _MODELS_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-LOCAL_ENVS = ("local", "dev")
+_RULE_PREFIX = "rule:"
+LOCAL_ENVS = ("local",)
+"""Environments where authentication is off by default (only a developer's own machine)."""
 
 
 class PolicyConfig(BaseModel):
@@ -40,7 +54,8 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ref: str
-    """``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or the path of a bundle directory."""
+    """``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, the path of a bundle directory, or
+    ``rule:NAME`` to serve a dispatching rule as the policy."""
     fallback_rule: str = "SPT"
     """Dispatching rule used when the policy cannot answer (and the incumbent in shadow mode)."""
     fallback_release: str = "IMMEDIATE"
@@ -52,13 +67,20 @@ class PolicyConfig(BaseModel):
     @classmethod
     def _check_ref(cls, ref: str) -> str:
         ref = ref.strip()
+        if ref[: len(_RULE_PREFIX)].lower() == _RULE_PREFIX:
+            try:
+                return _RULE_PREFIX + get_rule(ref[len(_RULE_PREFIX) :].strip()).name
+            except PolicyError as exc:
+                raise ValueError(f"{ref!r}: {exc}") from None
         if ref.startswith("models:/"):
             if not (_MODELS_URI.match(ref) or _MODELS_VERSION_URI.match(ref)):
                 raise ValueError(
                     f"expected models:/NAME@ALIAS or models:/NAME/VERSION, got {ref!r}"
                 )
         elif "://" in ref or ref.startswith(("runs:/", "models:")):
-            raise ValueError(f"expected a models:/ URI or a bundle directory, got {ref!r}")
+            raise ValueError(
+                f"expected a models:/ URI, a bundle directory or rule:NAME, got {ref!r}"
+            )
         return ref
 
     @field_validator("fallback_rule")
@@ -79,6 +101,11 @@ class PolicyConfig(BaseModel):
         return rule.strip().upper()
 
     @property
+    def rule(self) -> str | None:
+        """The rule's name for a ``rule:NAME`` reference (served as the policy), else ``None``."""
+        return self.ref[len(_RULE_PREFIX) :] if self.ref.startswith(_RULE_PREFIX) else None
+
+    @property
     def registry(self) -> tuple[str, str | None, str | None] | None:
         """``(model name, alias, version)`` for a ``models:/`` reference, else ``None``."""
         m = _MODELS_URI.match(self.ref)
@@ -93,16 +120,27 @@ class PolicyConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything the serving app reads from its environment (prefix ``TAKTLINE_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="TAKTLINE_", extra="ignore")
+    # hide_input_in_errors: a malformed TAKTLINE_API_KEYS must not end up in a log
+    model_config = SettingsConfigDict(
+        env_prefix="TAKTLINE_", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["local", "dev", "staging", "production"] = "production"
-    """Deployment environment; authentication is on everywhere except ``local`` and ``dev``."""
-    policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    """Deployment environment; authentication is on everywhere except ``local`` (see the
+    module docstring)."""
+    policies: Annotated[dict[str, PolicyConfig], NoDecode] = Field(default_factory=dict)
     """Served policies by the name clients use in ``/v1/policies/{name}/...``."""
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    """Bearer tokens accepted on ``/v1/*`` (compared in constant time)."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer tokens accepted on ``/v1/*`` (compared in constant time); in the environment a
+    JSON list, ``TAKTLINE_API_KEYS='["k-1", "k-2"]'``."""
     auth: bool | None = None
-    """Force authentication on or off; ``None`` follows ``env``."""
+    """Force authentication on or off; ``None`` follows ``env``. Off outside ``local`` needs
+    ``insecure``."""
+    insecure: bool = False
+    """Allow authentication off outside ``env=local`` (``taktline serve --insecure``)."""
+    reload_timeout_s: float = Field(default=10.0, gt=0)
+    """The longest a reload (or the startup load) waits for the registry; a load still running
+    then finishes in the background, and the current version keeps serving meanwhile."""
     max_request_bytes: int = Field(default=1_000_000, ge=1_024)
     """Larger request bodies get 413."""
     fast_path: bool = True
@@ -129,9 +167,39 @@ class Settings(BaseSettings):
     """Intra-op threads of each forward pass, torch's and numpy's BLAS (small networks are
     fastest on one)."""
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_json(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        fix = 'set TAKTLINE_API_KEYS to a JSON list of strings, e.g. \'["k-1", "k-2"]\''
+        try:
+            keys = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            keys = None
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise ValueError(
+                f"not a JSON list of non-empty strings (a value of length {len(value)}, "
+                f"not shown); {fix}"
+            )
+        return keys
+
     @field_validator("policies", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"not JSON ({exc.msg} at character {exc.pos}); set TAKTLINE_POLICIES to a "
+                    'JSON object, e.g. \'{"bodyshop": "models:/bodyshop@production"}\''
+                ) from None
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"expected a JSON object of name: reference, got {type(value).__name__}; "
+                    'e.g. TAKTLINE_POLICIES=\'{"bodyshop": "models:/bodyshop@production"}\''
+                )
         if isinstance(value, dict):
             return {k: {"ref": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
@@ -154,9 +222,23 @@ class Settings(BaseSettings):
                 f"api_keys: authentication is on (env={self.env!r}) but no key is set; "
                 "set TAKTLINE_API_KEYS='[\"...\"]', or TAKTLINE_ENV=local for development"
             )
+        if self.insecure_mode and not self.insecure:
+            raise ValueError(
+                f"auth: authentication is off (TAKTLINE_AUTH=false) in env={self.env!r}, so "
+                "anyone who reaches the port can ask decisions and reload policies; set "
+                "TAKTLINE_API_KEYS and drop TAKTLINE_AUTH=false, use TAKTLINE_ENV=local on a "
+                "developer's machine, or start with `taktline serve --insecure` "
+                "(TAKTLINE_INSECURE=true) to run without authentication on purpose"
+            )
         return self
 
     @property
     def auth_enabled(self) -> bool:
         """Whether ``/v1/*`` needs a bearer key."""
         return self.auth if self.auth is not None else self.env not in LOCAL_ENVS
+
+    @property
+    def insecure_mode(self) -> bool:
+        """Whether authentication is off outside ``env=local`` (allowed only with
+        ``insecure``; the server warns at start and ``/healthz`` says ``insecure: true``)."""
+        return not self.auth_enabled and self.env not in LOCAL_ENVS
