@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 import taktline.envs  # noqa: F401  (registers the ids)
+from taktline.envs.kpis import Estimate, estimate
 
 JOBSHOP = "taktline/JobShop-v0"
 DISPATCH = "taktline/LineDispatch-v0"
@@ -87,3 +88,9 @@ def episode(env: gym.Env[Any, Any], seed: int) -> tuple[float, dict[str, Any], i
         steps += 1
         last = info
     return ret, last, steps - 1
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:
+    """Mean of ``a - b`` over paired replications (the same seeds: common random numbers) with
+    the 95% CI half-width from the variance of the differences."""
+    return estimate([x - y for x, y in zip(a, b, strict=True)])
