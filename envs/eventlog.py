@@ -8,6 +8,11 @@ from typing import Any
 from taktline.envs.twin import Twin
 from taktline.errors import SpecError
 
+EVENT_LOG_SUFFIXES = (".csv", ".parquet")
+"""The file types :func:`export_events` writes."""
+GANTT_SUFFIXES = (".png", ".svg", ".pdf")
+"""The file types a Gantt chart is written as (the suffix picks the format)."""
+
 
 def events_frame(twin: Twin) -> Any:
     """The event log as a pandas DataFrame (time, event, job, station, machine)."""
@@ -26,7 +31,9 @@ def export_events(twin: Twin, path: Path) -> None:
     elif path.suffix == ".parquet":
         frame.to_parquet(path, index=False)
     else:
-        raise SpecError(f"events: unknown file type {path.suffix!r}; use .csv or .parquet")
+        raise SpecError(
+            f"events: unknown file type {path.suffix!r}; use {' or '.join(EVENT_LOG_SUFFIXES)}"
+        )
 
 
 def gantt_bars(twin: Twin) -> list[dict[str, Any]]:

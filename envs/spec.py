@@ -19,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from taktline.envs.distributions import DIST_NAMES, Distribution, coerce_dist
+from taktline.envs.files import load_data_file
 from taktline.errors import SpecError
 
 Dist = Annotated[Distribution, BeforeValidator(coerce_dist)]
@@ -38,7 +38,8 @@ HOURS_PER_UNIT = {"s": 1 / 3600, "min": 1 / 60, "h": 1.0}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a rate, a cost or a time a person means to write
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Failures(_Model):
@@ -205,6 +206,11 @@ class LineSpec(_Model):
                         f"arrivals.orders[{i}].product: unknown product {o.product!r};"
                         f" known products: {', '.join(pnames)}"
                     )
+        if self.horizon is not None and self.warmup >= self.horizon:
+            problems.append(
+                f"warmup: must be < horizon ({self.horizon:g}), got {self.warmup:g}; the warm-up"
+                " would delete every statistic. Shorten the warm-up or lengthen the horizon"
+            )
         if problems:
             raise SpecError(problems)
         return self
@@ -349,6 +355,8 @@ def _fmt_error(err: Any) -> str:
         )
     if typ == "union_tag_not_found":
         return f"{loc}: needs {ctx.get('discriminator')} (e.g. dist: exponential) or a number"
+    if typ == "finite_number":
+        return f"{loc}: must be a finite number, got {val!r}"
     if typ == "too_short":
         return f"{loc}: must not be empty"
     if typ == "value_error" and isinstance(ctx.get("error"), SpecError):
@@ -389,7 +397,12 @@ def bundled_lines() -> dict[str, Path]:
 
 
 def load_spec(ref: str | Path) -> LineSpec:
-    """Load a spec from a bundled line name or a YAML/JSON file path."""
+    """Load a spec from a bundled line name or a YAML/JSON file path.
+
+    Raises:
+        SpecError: for a missing, unreadable, binary, oversize or malformed file (YAML alias
+            bombs included, see :mod:`taktline.envs.files`) and for every problem of the spec.
+    """
     lines = bundled_lines()
     path = lines.get(str(ref)) or Path(ref)
     if not path.exists():
@@ -397,9 +410,6 @@ def load_spec(ref: str | Path) -> LineSpec:
             f"no line called {str(ref)!r}: not a file and not a bundled line"
             f" (bundled: {', '.join(lines)})"
         )
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SpecError(f"cannot parse: {exc}", str(path)) from None
-    return parse_spec(data, str(path) if str(ref) not in lines else str(ref))
+    source = str(path) if str(ref) not in lines else str(ref)
+    data = load_data_file(path, "line spec (YAML or JSON)")
+    return parse_spec(data, source)

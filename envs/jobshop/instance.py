@@ -25,6 +25,11 @@ Alternative = tuple[int, int]
 Operation = tuple[Alternative, ...]
 """The alternatives of one operation (exactly one in a classical job shop)."""
 
+MAX_MACHINES = 10_000
+"""Most machines an instance may have (published benchmarks have at most a few hundred)."""
+MAX_PROCESSING_TIME = 10**9
+"""Largest processing time: CP-SAT and the schedule arrays work in 64-bit integers."""
+
 
 @dataclass(frozen=True)
 class JobShopInstance:
@@ -54,8 +59,8 @@ class JobShopInstance:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        if self.n_machines < 1:
-            problems.append(f"n_machines: must be >= 1, got {self.n_machines}")
+        if not 1 <= self.n_machines <= MAX_MACHINES:
+            problems.append(f"n_machines: must be 1..{MAX_MACHINES}, got {self.n_machines}")
         if not self.jobs:
             problems.append("jobs: an instance needs at least one job, got none")
         flexible = False
@@ -75,8 +80,11 @@ class JobShopInstance:
                     if m in seen:
                         problems.append(f"jobs[{j}][{i}]: machine {m} listed twice")
                     seen.add(m)
-                    if p < 0:
-                        problems.append(f"jobs[{j}][{i}]: processing time must be >= 0, got {p}")
+                    if not 0 <= p <= MAX_PROCESSING_TIME:
+                        problems.append(
+                            f"jobs[{j}][{i}]: processing time must be 0..{MAX_PROCESSING_TIME},"
+                            f" got {p}"
+                        )
         for label, values in (("release_dates", self.release_dates), ("due_dates", self.due_dates)):
             if values is not None and len(values) != len(self.jobs):
                 problems.append(

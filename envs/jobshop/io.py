@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taktline.envs.jobshop.instance import Alternative, JobShopInstance, Operation
+from taktline.envs.files import read_text_file
+from taktline.envs.jobshop.instance import (
+    MAX_MACHINES,
+    Alternative,
+    JobShopInstance,
+    Operation,
+)
 from taktline.errors import SpecError
 
 
@@ -58,6 +64,10 @@ def _header(lines: list[tuple[int, list[str]]], source: str) -> tuple[int, int]:
         raise SpecError(
             f"line {number}: n_jobs and n_machines must be >= 1, got {n_jobs} {n_machines}",
             source,
+        )
+    if n_machines > MAX_MACHINES:
+        raise SpecError(
+            f"line {number}: n_machines must be <= {MAX_MACHINES:,}, got {n_machines:,}", source
         )
     if len(lines) - 1 != n_jobs:
         where = lines[-1][0]
@@ -188,10 +198,7 @@ def load_instance(path: str | Path, fmt: str | None = None) -> JobShopInstance:
             everything else as OR-Library / Taillard.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read the file: {exc.strerror}", source=str(p)) from None
+    text = read_text_file(p, "job-shop instance (OR-Library, Taillard or Brandimarte text)")
     if fmt is None:
         lines = _data_lines(text)
         fmt = "fjsp" if p.suffix == ".fjs" or (lines and len(lines[0][1]) >= 3) else "jssp"
