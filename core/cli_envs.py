@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from taktline.jsonout import echo_json
+
 console = Console()
 
 
@@ -20,7 +22,7 @@ def envs(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = 
 
     rows = [env_info(env_id) for env_id in ENV_IDS]
     if json_out:
-        typer.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
     table = Table(title="Gymnasium environments (gymnasium.make(id, **kwargs))")
     table.add_column("id", no_wrap=True)

@@ -6,7 +6,6 @@ OR-Library / Taillard or Brandimarte (``.fjs``) format.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from taktline.errors import SpecError, check_number
+from taktline.jsonout import echo_json as _echo_json
 
 if TYPE_CHECKING:
     from taktline.envs.jobshop.schedule import ScheduledOperation
@@ -27,10 +29,6 @@ GanttOpt = Annotated[
 InstanceArg = Annotated[
     str, typer.Argument(help="bundled name (ft06, la01, ta01, ...) or an instance file")
 ]
-
-
-def _echo_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2))
 
 
 def _fmt(value: object) -> str:
@@ -60,6 +58,15 @@ def instances(json_out: JsonOpt = False) -> None:
     console.print(table)
 
 
+def _check_gantt(gantt: Path | None) -> None:
+    """Refuse an unwritable ``--gantt`` before solving or scheduling."""
+    if gantt is not None:
+        from taktline.envs.eventlog import GANTT_SUFFIXES
+        from taktline.envs.files import check_output_file
+
+        check_output_file(gantt, "--gantt", GANTT_SUFFIXES)
+
+
 def _gantt(schedule: Sequence[ScheduledOperation], path: Path, title: str) -> None:
     from taktline.envs.jobshop.gantt import bars_from_schedule, plot_gantt
 
@@ -81,6 +88,9 @@ def solve(
     from taktline.agents.cpsat import solve as cpsat_solve
     from taktline.envs.jobshop.bundled import resolve_instance
 
+    check_number("--time-limit", time_limit, above=0, hint="seconds, e.g. --time-limit 10")
+    check_number("--workers", workers, minimum=1, hint="e.g. --workers 2")
+    _check_gantt(gantt)
     inst = resolve_instance(instance)
     result = cpsat_solve(inst, time_limit_s=time_limit, num_workers=workers)
     # the solver's schedule, checked and rebuilt through the schedule builder (active scheme)
@@ -119,8 +129,18 @@ def schedule(
 ) -> None:
     """Schedule a job shop with a dispatching rule; report makespan and gap."""
     from taktline.agents.jobshop_dispatch import dispatch
+    from taktline.agents.rules import get_rule
+    from taktline.envs.jobshop import SCHEMES
     from taktline.envs.jobshop.bundled import resolve_instance
+    from taktline.errors import PolicyError
 
+    if scheme not in SCHEMES:
+        raise SpecError(f"--scheme: expected one of {', '.join(SCHEMES)}, got {scheme!r}")
+    try:
+        get_rule(rule)
+    except PolicyError as exc:
+        raise PolicyError(f"--rule: {exc}") from None
+    _check_gantt(gantt)
     inst = resolve_instance(instance)
     result = dispatch(inst, rule, scheme)
     if gantt is not None:

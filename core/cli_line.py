@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from taktline.errors import SpecError
+from taktline.errors import PolicyError, SpecError, check_number
+from taktline.jsonout import echo_json as _print_json
+
+if TYPE_CHECKING:
+    from taktline.envs.spec import LineSpec
+    from taktline.envs.twin import Twin
 
 console = Console()
 err_console = Console(stderr=True)  # progress and notes: keeps --json stdout clean
-
-
-def _print_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, default=float))
 
 
 def lines(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
@@ -124,8 +124,24 @@ def simulate(
     from taktline.envs.twin import Twin
 
     spec = load_spec(line)
-    rules = [get_rule(p) for p in (policy or ["FIFO"])]
-    rel = get_release_rule(release)
+    until, warm = _window(spec, horizon, warmup)
+    check_number("--seed", seed, minimum=0, hint="seeds are non-negative integers")
+    try:
+        rules = [get_rule(p) for p in (policy or ["FIFO"])]
+    except PolicyError as exc:
+        raise PolicyError(f"--policy: {exc}") from None
+    try:
+        rel = get_release_rule(release)
+    except PolicyError as exc:
+        raise PolicyError(f"--release: {exc}") from None
+    # outputs are checked before the simulation, so that no run is lost to a bad path
+    from taktline.envs.eventlog import EVENT_LOG_SUFFIXES, GANTT_SUFFIXES
+    from taktline.envs.files import check_output_file
+
+    if events is not None:
+        check_output_file(events, "--events", EVENT_LOG_SUFFIXES)
+    if gantt is not None:
+        check_output_file(gantt, "--gantt", GANTT_SUFFIXES)
     results = {}
     from rich.progress import Progress
 
@@ -135,8 +151,8 @@ def simulate(
             runs = []
             for i in range(replications):
                 log = i == 0 and (events is not None or gantt is not None) and rule is rules[0]
-                twin = Twin(spec, seed + i, rule, rel, warmup=warmup, log_events=log)
-                twin.run(horizon)
+                twin = Twin(spec, seed + i, rule, rel, warmup=warm, log_events=log)
+                twin.run(until)
                 if log:
                     _export(twin, events, gantt)
                 runs.append(twin.kpis())
@@ -172,16 +188,40 @@ def simulate(
     console.print(table)
 
 
-def _export(twin: object, events: Path | None, gantt: Path | None) -> None:
+def _window(
+    spec: LineSpec, horizon: float | None, warmup: float | None
+) -> tuple[float | None, float | None]:
+    """The ``--horizon`` and ``--warmup`` to run with, checked against each other and the spec."""
+    from taktline.envs.spec import OrderList
+
+    check_number("--horizon", horizon, above=0, hint="give the simulated time, e.g. --horizon 480")
+    check_number("--warmup", warmup, minimum=0, hint="give the time to delete, e.g. --warmup 60")
+    until = horizon if horizon is not None else spec.horizon
+    warm = warmup if warmup is not None else spec.warmup
+    if until is None and not isinstance(spec.arrivals, OrderList):
+        raise SpecError(
+            f"--horizon: line {spec.name!r} has endless arrivals and no default horizon;"
+            " give one, e.g. --horizon 480"
+        )
+    if until is not None and warm >= until:
+        which = "--warmup" if warmup is not None else "the spec's warmup"
+        raise SpecError(
+            f"{which}: must be < the horizon ({until:g}), got {warm:g}; the warm-up would delete"
+            " every statistic. Shorten --warmup or lengthen --horizon"
+        )
+    return horizon, warmup
+
+
+def _export(twin: Twin, events: Path | None, gantt: Path | None) -> None:
     from taktline.envs.eventlog import export_events, gantt_bars
 
     if events is not None:
-        export_events(twin, events)  # type: ignore[arg-type]
+        export_events(twin, events)
         err_console.print(f"event log written to {events}")
     if gantt is not None:
         from taktline.envs.jobshop.gantt import plot_gantt
 
-        plot_gantt(gantt_bars(twin), gantt, title=twin.spec.name)  # type: ignore[arg-type]
+        plot_gantt(gantt_bars(twin), gantt, title=twin.spec.name)
         err_console.print(f"Gantt chart written to {gantt}")
 
 

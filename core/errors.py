@@ -35,3 +35,37 @@ class PolicyError(TaktlineError, ValueError):
 
 class InfeasibleActionError(PolicyError):
     """An action that the feasibility mask forbids."""
+
+
+def check_number(
+    field: str,
+    value: float | None,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    hint: str = "",
+) -> None:
+    """Raise :class:`SpecError` naming ``field`` unless ``value`` is finite and in range.
+
+    ``None`` (an option left at its default) passes. ``minimum`` is inclusive, ``above`` and
+    ``below`` are strict bounds.
+
+    >>> try:
+    ...     check_number("--horizon", -5.0, above=0, hint="e.g. --horizon 480")
+    ... except SpecError as exc:
+    ...     print(exc)
+    --horizon: must be > 0, got -5; e.g. --horizon 480
+    """
+    if value is None:
+        return
+    tail = f"; {hint}" if hint else ""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SpecError(f"{field}: must be a finite number, got {value}{tail}")
+    for bound, op, ok in (
+        (minimum, ">=", lambda b: value >= b),
+        (above, ">", lambda b: value > b),
+        (below, "<", lambda b: value < b),
+    ):
+        if bound is not None and not ok(bound):
+            raise SpecError(f"{field}: must be {op} {bound:g}, got {value:g}{tail}")
