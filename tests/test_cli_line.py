@@ -8,8 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy import stats
+
+from taktline.agents.rules import get_rule
+from taktline.envs.kpis import Kpis
+from taktline.envs.spec import load_spec
+from taktline.envs.twin import Twin
+from tests.envs_support import paired_difference
 
 
 def _taktline(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,6 +33,7 @@ def test_lines_lists_the_bundled_lines_as_json() -> None:
 
 
 def test_simulate_compares_rules_on_common_random_numbers(tmp_path: Path) -> None:
+    n, seed, horizon = 10, 7, 600.0
     out = _taktline(
         "simulate",
         "bodyshop",
@@ -33,9 +42,11 @@ def test_simulate_compares_rules_on_common_random_numbers(tmp_path: Path) -> Non
         "-p",
         "SAME",
         "-n",
-        "3",
+        str(n),
+        "--seed",
+        str(seed),
         "--horizon",
-        "600",
+        str(horizon),
         "--json",
         "--events",
         str(tmp_path / "ev.csv"),
@@ -43,14 +54,41 @@ def test_simulate_compares_rules_on_common_random_numbers(tmp_path: Path) -> Non
         str(tmp_path / "g.png"),
     )
     assert out.returncode == 0, out.stderr
-    res = json.loads(out.stdout)["results"]
+    data = json.loads(out.stdout)
+    res = data["results"]
     assert set(res) == {"FIFO", "SAME"}
-    for kpis in res.values():
-        assert kpis["throughput"]["mean"] > 0
-        assert kpis["throughput"]["ci95"] >= 0
-    # setup-aware dispatching changes over less often than FIFO on the body shop
-    assert res["SAME"]["setups"]["mean"] < res["FIFO"]["setups"]["mean"]
-    assert (tmp_path / "ev.csv").read_text().startswith("time,event,job,station,machine")
+    assert (data["seed"], data["replications"]) == (seed, n)
+    # the same replications in this process: every rule on seeds seed .. seed + n - 1
+    spec = load_spec("bodyshop")
+    runs: dict[str, list[Kpis]] = {}
+    logs: dict[str, list[list[dict[str, object]]]] = {}
+    for rule in res:
+        for i in range(n):
+            twin = Twin(spec, seed + i, get_rule(rule), log_events=True)
+            twin.run(horizon)
+            runs.setdefault(rule, []).append(twin.kpis())
+            logs.setdefault(rule, []).append(twin.events())
+    for i in range(n):  # common random numbers: both rules get the same orders at the same times
+        fifo, same = (
+            [(e["time"], e["job"]) for e in logs[r][i] if e["event"] == "arrival"] for r in res
+        )
+        assert fifo == same and len(fifo) > 100, i
+    # the CLI's figures are those replications' mean and t-based 95% CI, rule by rule
+    t975 = float(stats.t.ppf(0.975, n - 1))
+    for rule, kpis in res.items():
+        for name in ("throughput", "setups", "flow_time", "wip", "profit"):
+            values = np.array([getattr(k, name) for k in runs[rule]])
+            assert kpis[name]["mean"] == pytest.approx(values.mean(), rel=1e-12), (rule, name)
+            half = t975 * values.std(ddof=1) / np.sqrt(n)
+            assert kpis[name]["ci95"] == pytest.approx(half, rel=1e-9), (rule, name)
+    # setup-aware dispatching changes over less often than FIFO on the body shop: the paired
+    # 95% CI of SAME - FIFO lies below zero
+    setups = paired_difference([k.setups for k in runs["SAME"]], [k.setups for k in runs["FIFO"]])
+    assert setups.high < 0, setups
+    # the event log is the first replication of the first rule
+    events = (tmp_path / "ev.csv").read_text().splitlines()
+    assert events[0] == "time,event,job,station,machine"
+    assert len(events) - 1 == len(logs["FIFO"][0])
     assert (tmp_path / "g.png").stat().st_size > 5000
 
 
