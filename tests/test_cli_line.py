@@ -120,7 +120,7 @@ def test_validate_accepts_the_bundled_lines(line: str) -> None:
 
 
 def test_unknown_rule_is_a_clear_error_not_a_traceback() -> None:
-    out = _taktline("simulate", "serial5", "-p", "FASTEST", "-n", "1", "--horizon", "10")
+    out = _taktline("simulate", "serial5", "-p", "FASTEST", "-n", "1", "--horizon", "300")
     assert out.returncode == 2
     assert "unknown dispatching rule 'FASTEST'" in out.stderr
     assert "Traceback" not in out.stderr
