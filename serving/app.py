@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -38,7 +39,12 @@ from taktline.serving.schemas import (
     PolicyInfo,
     ReloadResponse,
 )
-from taktline.serving.security import RequestSizeLimit, api_key_dependency
+from taktline.serving.security import (
+    RequestSizeLimit,
+    api_key_dependency,
+    caller_authorized,
+    require_json,
+)
 from taktline.serving.settings import Settings
 from taktline.serving.store import ModelStore, ReloadResult
 
@@ -135,20 +141,21 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
-    authorized = [Depends(api_key_dependency(
-        [k.get_secret_value().encode() for k in settings.api_keys], settings.auth_enabled
-    ))]  # fmt: skip
+    keys = [k.get_secret_value().encode() for k in settings.api_keys]
+    authorized = [Depends(api_key_dependency(keys, settings.auth_enabled))]
+    json_body = [*authorized, Depends(require_json)]  # 401/403 first, then 415
 
     error_responses: dict[int | str, dict[str, str]] = {
         401: {"description": "Missing API key"},
         403: {"description": "Invalid API key"},
         404: {"description": "Unknown policy"},
         413: {"description": "Request body too large"},
+        415: {"description": "Content-Type is not application/json"},
     }
 
     @app.post(
         "/v1/policies/{name}/decide",
-        dependencies=authorized,
+        dependencies=json_body,
         responses=error_responses,
         tags=["decisions"],
         response_model_exclude_none=True,
@@ -160,7 +167,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     @app.post(
         "/v1/policies/{name}/act",
-        dependencies=authorized,
+        dependencies=json_body,
         responses={**error_responses, 503: {"description": "Policy not loaded or timed out"}},
         tags=["decisions"],
     )
@@ -198,11 +205,23 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
-    async def readyz() -> JSONResponse:
-        """Every configured policy has a loaded version."""
-        missing = {n: store.errors.get(n, "loading") for n in store.names() if not store.get(n)}
+    async def readyz(request: Request) -> JSONResponse:
+        """Every configured policy has a loaded version.
+
+        Anyone gets ``ready`` and the counts; why a policy is missing (load errors name the
+        registry URL and cache paths) only a caller with an API key.
+        """
+        names = store.names()
+        missing = {n: store.errors.get(n, "loading") for n in names if not store.get(n)}
         code = status.HTTP_200_OK if not missing else status.HTTP_503_SERVICE_UNAVAILABLE
-        return JSONResponse({"ready": not missing, "missing": missing}, status_code=code)
+        body: dict[str, object] = {
+            "ready": not missing,
+            "configured": len(names),
+            "loaded": len(names) - len(missing),
+        }
+        if caller_authorized(request.headers.get("authorization"), keys, settings.auth_enabled):
+            body["missing"] = missing
+        return JSONResponse(body, status_code=code)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:
@@ -211,8 +230,10 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's 422, without the snapshot kind pydantic puts in ``loc`` (``body.line``)."""
-        return await request_validation_exception_handler(request, _untagged(exc))
+        """FastAPI's 422, without the snapshot kind pydantic puts in ``loc`` (``body.line``),
+        and valid JSON whatever the input was (a rejected ``NaN`` is echoed as ``"NaN"``)."""
+        detail = _json_safe(jsonable_encoder(_untagged(exc).errors()))
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
@@ -230,6 +251,18 @@ def _untagged(exc: RequestValidationError) -> RequestValidationError:
             e = {**e, "loc": (loc[0], *loc[2:])}
         errors.append(e)
     return RequestValidationError(errors, body=exc.body)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as the string JSON parsers that allow it write
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``): strict JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _info(store: ModelStore, name: str) -> PolicyInfo:

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 
 from taktline.agents.rules import get_release_rule, get_rule
 from taktline.envs.encoding import JOBSHOP_ID
+from taktline.envs.spec import LineSpec
 from taktline.errors import TaktlineError
 from taktline.serving.metrics import ServingMetrics
 from taktline.serving.schemas import (
@@ -31,6 +32,7 @@ from taktline.serving.schemas import (
     DecideResponse,
     Decision,
     ShadowResult,
+    line_spec_problem,
 )
 from taktline.serving.settings import PolicyConfig, Settings
 from taktline.serving.store import LoadedPolicy, ModelStore
@@ -197,6 +199,7 @@ class DecisionService:
         """The decision for ``snapshot`` by policy ``name`` (or its fallback rule)."""
         config = self.settings.policies[name]
         loaded = self.store.get(name)
+        _check_fits_the_line(loaded, snapshot)
         if config.shadow:
             return await self._decide_shadow(name, config, loaded, snapshot)
         try:
@@ -367,6 +370,25 @@ class DecisionService:
             if not any(m):
                 _invalid(("masks", i), "no feasible action: at least one entry must be true")
         return obs, np.asarray(request.masks, dtype=bool)
+
+
+def _check_fits_the_line(loaded: LoadedPolicy | None, snapshot: dict[str, Any]) -> None:
+    """422 when a line snapshot that claims the policy's line (its ``spec_hash``) names a
+    station, machine or product that line does not have: neither the policy nor the rule
+    may answer for a line that cannot exist. A snapshot of another line is left to the
+    policy path, which falls back to the rule for it (``spec_mismatch``).
+
+    Raises:
+        RequestValidationError: naming the field.
+    """
+    if loaded is None or snapshot_kind(snapshot) != "line":
+        return
+    spec = getattr(loaded.codec, "spec", None)  # a line codec's; a rule has none
+    if not isinstance(spec, LineSpec) or snapshot.get("spec_hash") != loaded.bundle.spec_hash:
+        return
+    problem = line_spec_problem(snapshot, spec)
+    if problem is not None:
+        _invalid(*problem)
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -10,8 +10,12 @@ metrics as the routes, so the answers are the same (``tests/test_serving_api.py`
 both paths).
 
 Everything else — a missing or wrong key, an unknown policy, an oversized or invalid body,
-another content type — is handed to the FastAPI app unchanged (the body replayed), so the
-error answers (401/403/404/413/422) come from one place: the routes.
+a missing or non-JSON content type — is handed to the FastAPI app unchanged (the body
+replayed), so the error answers (401/403/404/413/415/422) come from one place: the routes.
+The checks that decide what it answers are the routes' own functions
+(:func:`~taktline.serving.security.caller_authorized`,
+:func:`~taktline.serving.security.is_json_content_type`, the models' validators and
+:func:`~taktline.serving.schemas.line_snapshot_problem`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taktline.serving.decide import DecisionService
 from taktline.serving.metrics import ServingMetrics
 from taktline.serving.schemas import ActRequest, JobShopSnapshot, Snapshot, line_snapshot_problem
-from taktline.serving.security import bearer_token, key_matches
+from taktline.serving.security import caller_authorized, is_json_content_type
 from taktline.serving.settings import Settings
 
 _ROUTE = re.compile(r"/v1/policies/([^/]{1,64})/(decide|act)")
@@ -165,13 +169,13 @@ class DecisionFastPath:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
             elif key == b"content-type":
-                content_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
+                content_type = value.decode("latin-1")
             elif key == b"content-length":
                 announced = int(value) if value.isdigit() else limit + 1
         if (
             announced > limit
-            or content_type not in (None, "application/json")
-            or not self._authorized(authorization)
+            or not is_json_content_type(content_type)
+            or not caller_authorized(authorization, self.keys, self.settings.auth_enabled)
         ):
             await self.app(scope, receive, send)
             return
@@ -215,12 +219,6 @@ class DecisionFastPath:
             return
         await self._respond(send, 200, payload, None)
         self._count(kind, 200, start)
-
-    def _authorized(self, authorization: str | None) -> bool:
-        if not self.settings.auth_enabled:
-            return True
-        token = bearer_token(authorization)
-        return token is not None and key_matches(token, self.keys)
 
     async def _respond(
         self, send: Send, code: int, payload: bytes, headers: Mapping[str, str] | None

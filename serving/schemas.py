@@ -7,9 +7,12 @@ produces in training.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+if TYPE_CHECKING:
+    from taktline.envs.spec import LineSpec
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 Name = Field(min_length=1, max_length=200)
@@ -81,27 +84,105 @@ class Snapshot(BaseModel):
 
     @model_validator(mode="after")
     def _decision_refers_to_the_line(self) -> Snapshot:
-        problem = line_snapshot_problem(self.model_dump(include={"decision", "stations"}))
+        problem = line_snapshot_problem(self.model_dump(include={"decision", "stations", "pool"}))
         if problem:
             raise ValueError(problem)
         return self
 
 
 def line_snapshot_problem(snapshot: dict[str, Any]) -> str | None:
-    """Why a line snapshot whose fields are valid is still not one (its decision names no
-    machine of the line, or a station with nothing to dispatch), or ``None``."""
+    """Why a line snapshot whose fields are valid is still not one, or ``None``.
+
+    A snapshot must describe one possible state of a line: station names, machine ids and
+    job ids each appear once (a job waits in one place, or is on one machine), and a pending
+    dispatch names a station with waiting jobs and one of *that station's* machines, idle
+    (a busy, blocked, down or changing-over machine cannot start a job). The fast path runs
+    this same function on its dicts (:func:`taktline.serving.fastpath.dict_validator`).
+    """
+    stations = snapshot["stations"]
+    seen: set[str] = set()
+    for i, s in enumerate(stations):
+        if s["name"] in seen:
+            return f"stations[{i}].name: {s['name']!r} appears twice; station names are unique"
+        seen.add(s["name"])
+    owner: dict[str, str] = {}
+    for i, s in enumerate(stations):
+        for k, m in enumerate(s["machines"]):
+            if m["id"] in owner:
+                return (
+                    f"stations[{i}].machines[{k}].id: {m['id']!r} is already a machine of "
+                    f"station {owner[m['id']]!r}; a machine belongs to one station"
+                )
+            owner[m["id"]] = s["name"]
+    where: dict[str, str] = {}
+    places = [
+        *((f"stations[{i}].queue[{k}].id", j["id"]) for i, s in enumerate(stations)
+          for k, j in enumerate(s["queue"])),
+        *((f"stations[{i}].machines[{k}].job", m["job"]) for i, s in enumerate(stations)
+          for k, m in enumerate(s["machines"]) if m["job"] is not None),
+        *((f"pool[{k}].id", j["id"]) for k, j in enumerate(snapshot.get("pool", ()))),
+    ]  # fmt: skip
+    for field, job in places:
+        if job in where:
+            return f"{field}: job {job!r} is also at {where[job]}; each job is in one place"
+        where[job] = field
     d = snapshot["decision"]
     if d["kind"] == "release":
         return None
-    station = next((s for s in snapshot["stations"] if s["name"] == d["station"]), None)
+    station = next((s for s in stations if s["name"] == d["station"]), None)
     if station is None:
-        names = [s["name"] for s in snapshot["stations"]]
+        names = [s["name"] for s in stations]
         return f"decision.station: {d['station']!r} is not one of {names}"
-    if all(m["id"] != d["machine"] for m in station["machines"]):
+    machine = next((m for m in station["machines"] if m["id"] == d["machine"]), None)
+    if machine is None:
         ids = [m["id"] for m in station["machines"]]
-        return f"decision.machine: {d['machine']!r} is not one of {ids}"
+        elsewhere = (
+            f" (it is a machine of {owner[d['machine']]!r})" if d["machine"] in owner else ""
+        )
+        return (
+            f"decision.machine: {d['machine']!r} is not a machine of station "
+            f"{d['station']!r}{elsewhere}; expected one of {ids}"
+        )
+    if machine["state"] != "idle":
+        return (
+            f"decision.machine: {d['machine']!r} is {machine['state']}; only an idle machine "
+            "can start a job (post the snapshot of the moment it became idle)"
+        )
     if not station["queue"]:
         return f"decision: station {d['station']!r} has no waiting job to dispatch"
+    return None
+
+
+def line_spec_problem(
+    snapshot: dict[str, Any], spec: LineSpec
+) -> tuple[tuple[str | int, ...], str] | None:
+    """Where and why a valid line snapshot does not fit the line ``spec`` it claims to be of
+    (its ``spec_hash``): an unknown station, machine or product. ``None`` when it fits.
+    """
+    machines = {s.name: [f"{s.name}.M{k + 1}" for k in range(s.machines)] for s in spec.stations}
+    products = {p.name for p in spec.products}
+    for i, s in enumerate(snapshot["stations"]):
+        if s["name"] not in machines:
+            return ("stations", i, "name"), (
+                f"station {s['name']!r} is not in line {spec.name!r} (spec_hash "
+                f"{snapshot['spec_hash']!r}); its stations are {list(machines)}"
+            )
+        for k, m in enumerate(s["machines"]):
+            if m["id"] not in machines[s["name"]]:
+                return ("stations", i, "machines", k, "id"), (
+                    f"machine {m['id']!r} is not a machine of station {s['name']!r} in line "
+                    f"{spec.name!r}; expected one of {machines[s['name']]}"
+                )
+    jobs = [
+        (("stations", i, "queue", k, "product"), j) for i, s in enumerate(snapshot["stations"])
+        for k, j in enumerate(s["queue"])
+    ] + [(("pool", k, "product"), j) for k, j in enumerate(snapshot.get("pool", ()))]  # fmt: skip
+    for loc, job in jobs:
+        if job["product"] not in products:
+            return loc, (
+                f"product {job['product']!r} of job {job['id']!r} is not in line {spec.name!r}; "
+                f"its products are {sorted(products)}"
+            )
     return None
 
 
@@ -194,9 +275,34 @@ class JobShopSnapshot(BaseModel):
             raise ValueError("decision: the schedule is complete; there is nothing to decide")
         if d.machine >= n_m:
             raise ValueError(f"decision.machine: {d.machine} is not in 0..{n_m - 1}")
-        for c in d.candidates:
+        seen: set[int] = set()
+        for k, c in enumerate(d.candidates):
             if c.job >= n_j or not self.jobs[c.job].operations:
                 raise ValueError(f"decision.candidates: job {c.job} has no operation left to start")
+            if c.job in seen:
+                raise ValueError(
+                    f"decision.candidates[{k}].job: job {c.job} is a candidate twice; "
+                    "each job is listed once"
+                )
+            seen.add(c.job)
+            times = [p for machine, p in self.jobs[c.job].operations[0] if machine == d.machine]
+            if not times:
+                raise ValueError(
+                    f"decision.candidates[{k}].job: job {c.job}'s next operation cannot run on "
+                    f"decision.machine {d.machine} (its machines: "
+                    f"{[m for m, _ in self.jobs[c.job].operations[0]]})"
+                )
+            if c.processing_time not in times:
+                raise ValueError(
+                    f"decision.candidates[{k}].processing_time: {c.processing_time}, but job "
+                    f"{c.job}'s next operation takes {times[0]} on machine {d.machine}"
+                )
+            earliest = max(self.jobs[c.job].ready, self.machines[d.machine].available)
+            if c.start < earliest:
+                raise ValueError(
+                    f"decision.candidates[{k}].start: {c.start} is before job {c.job} is ready "
+                    f"and machine {d.machine} is free (at {earliest})"
+                )
         return self
 
 

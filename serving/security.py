@@ -1,4 +1,4 @@
-"""Bearer API keys (constant-time comparison) and the request-size limit."""
+"""Bearer API keys (constant-time comparison), the JSON content type and the request-size limit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,6 +53,43 @@ def bearer_token(authorization: str | None) -> str | None:
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def caller_authorized(authorization: str | None, keys: list[bytes], enabled: bool) -> bool:
+    """Whether an ``Authorization`` header value passes :func:`check_api_key` (always, when
+    auth is off): who may call ``/v1/*`` may also see operational details such as load errors.
+    """
+    if not enabled:
+        return True
+    token = bearer_token(authorization)
+    return token is not None and key_matches(token, keys)
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header value announces JSON (``application/json`` or
+    ``application/*+json``, any parameters).
+
+    >>> [is_json_content_type(c) for c in ("application/json; charset=utf-8", None, "text/plain")]
+    [True, False, False]
+    """
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def require_json(request: Request) -> None:
+    """A FastAPI dependency for JSON bodies: 415 unless ``Content-Type`` announces JSON."""
+    content_type = request.headers.get("content-type")
+    if not is_json_content_type(content_type):
+        got = repr(content_type) if content_type else "no Content-Type header"
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type: expected application/json, got {got}; send the body as JSON "
+            "with the header 'Content-Type: application/json'",
+        )
 
 
 def api_key_dependency(

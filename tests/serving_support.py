@@ -59,6 +59,9 @@ def run_server(
         "TAKTLINE_API_KEYS": f'["{API_KEY}"]',
         "TAKTLINE_CACHE_DIR": str(tmp / "cache"),
         "TAKTLINE_POLL_INTERVAL_S": "0",
+        # generous: a loaded CI machine must not turn a policy answer into a timeout fallback
+        # (the production default is 0.25 s); tests of the timeout set their own
+        "TAKTLINE_DECISION_TIMEOUT_S": "10",
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }

@@ -72,6 +72,8 @@ def _perturbed_snapshots() -> st.SearchStrategy[dict[str, Any]]:
                 machine["state"] = draw(
                     st.sampled_from(["idle", "setup", "busy", "blocked", "down"])
                 )
+                if machine["id"] == snap["decision"]["machine"]:
+                    machine["state"] = "idle"  # only an idle machine can be dispatched to
         station = next(s for s in snap["stations"] if s["name"] == snap["decision"]["station"])
         template = station["queue"][0]
         changes = draw(st.lists(job, min_size=1, max_size=8))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import ray
 
 from taktline.serving.settings import Settings
 from tests.serving_support import API_KEY, AUTH, dispatch_snapshots, free_port, make_bundle
@@ -14,7 +15,6 @@ from tests.serving_support import API_KEY, AUTH, dispatch_snapshots, free_port, 
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
@@ -38,6 +38,7 @@ def test_ray_serve_replicas_answer_decide_and_act_like_uvicorn(
         policies={"serial5": str(bundle)},
         cache_dir=tmp_path / "cache",
         poll_interval_s=0,
+        decision_timeout_s=10,  # a loaded machine must not turn the policy into a fallback
     )
     port = free_port()
     run(settings, host="127.0.0.1", port=port, replicas=2, blocking=False)
