@@ -3,13 +3,18 @@
 ``setup.py`` compiles ``envs/twin.py`` when ``TAKTLINE_COMPILE=1``; the source ships beside the
 extension. These tests load that source as a second module and run both on the bundled lines:
 same event logs, KPIs and snapshots, and a compiled twin survives pickling mid-run (vector
-envs send twins to subprocesses). Where the installed twin is pure Python there is nothing to
-compare, and they skip.
+envs send twins to subprocesses).
+
+Where the installed twin is pure Python there is nothing to compare. With
+``TAKTLINE_REQUIRE_COMPILED=1`` (``make test``, after ``make install`` compiled the twin) that
+is a failure: compilation fell back to pure Python silently. Without it (editable installs,
+which never compile) the tests skip and say why.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -22,9 +27,23 @@ from taktline.agents.rules import get_release_rule, get_rule
 from taktline.envs.spec import load_spec
 
 COMPILED = installed.__file__ is not None and not installed.__file__.endswith(".py")
-pytestmark = pytest.mark.skipif(
-    not COMPILED, reason="the installed twin is pure Python (make install compiles it)"
-)
+REQUIRE_COMPILED = os.environ.get("TAKTLINE_REQUIRE_COMPILED", "").strip() not in ("", "0")
+
+
+def require_compiled(installed_file: str | None, required: bool) -> None:
+    """Fail (compilation required) or skip (not required) unless the installed twin is the
+    compiled extension."""
+    if installed_file is not None and not installed_file.endswith(".py"):
+        return
+    where = f"taktline.envs.twin is pure Python ({installed_file})"
+    if required:
+        pytest.fail(
+            f"{where}, but TAKTLINE_REQUIRE_COMPILED is set: the mypyc build fell back to pure "
+            "Python. Rebuild with `make install` (TAKTLINE_COMPILE=1) and read its log for the "
+            "mypyc error, or unset TAKTLINE_REQUIRE_COMPILED to test the source twin only.",
+            pytrace=False,
+        )
+    pytest.skip(f"{where}: nothing to compare; make install compiles it")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +70,7 @@ def _run(module: ModuleType, line: str, seed: int, rule: str) -> object:
 def test_compiled_and_source_twins_agree_event_by_event(
     source: ModuleType, line: str, rule: str
 ) -> None:
+    require_compiled(installed.__file__, REQUIRE_COMPILED)
     for seed in (0, 1):
         a, b = _run(installed, line, seed, rule), _run(source, line, seed, rule)
         assert type(a).__module__ != type(b).__module__  # two builds, not one twice
@@ -70,6 +90,7 @@ def _drive(twin: object, until: float) -> None:
 
 
 def test_a_compiled_twin_pickles_mid_run_and_continues_identically() -> None:
+    require_compiled(installed.__file__, REQUIRE_COMPILED)
     # driven from outside, as in the environments that vector envs pickle into subprocesses
     twin = installed.Twin(load_spec("bodyshop"), 3, None, log_events=True)
     _drive(twin, 150.0)
@@ -78,3 +99,11 @@ def test_a_compiled_twin_pickles_mid_run_and_continues_identically() -> None:
     _drive(copy, 300.0)
     assert copy.log == twin.log and copy.kpis() == twin.kpis()
     assert len(twin.log) > 100
+
+
+def test_a_pure_python_twin_fails_when_compilation_is_required_and_skips_otherwise() -> None:
+    with pytest.raises(pytest.fail.Exception, match="TAKTLINE_REQUIRE_COMPILED is set"):
+        require_compiled("/site-packages/taktline/envs/twin.py", required=True)
+    with pytest.raises(pytest.skip.Exception, match="pure Python"):
+        require_compiled("/site-packages/taktline/envs/twin.py", required=False)
+    require_compiled("/site-packages/taktline/envs/twin.cpython-311-x86_64-linux-gnu.so", True)
