@@ -84,7 +84,9 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a policy as a config says; tracked in MLflow, best policy registered."""
+    from taktline.jsonout import echo_json
     from taktline.training.config import load_config
+    from taktline.training.run import verdict_line
 
     overrides = list(set_ or [])
     if config is None and resume is None:
@@ -111,10 +113,17 @@ def train(
         "registered": f"{cfg.name}/{result.model_version}" if result.model_version else None,
     }
     if json_out:
-        typer.echo(json.dumps({**summary, "evaluation": result.evaluation}, indent=2))
+        echo_json({**summary, "verdict": result.verdict, "evaluation": result.evaluation})
     else:
         for k, v in summary.items():
             console.print(f"{k}: {v}", highlight=False)
+        if result.verdict is not None:
+            console.print(
+                f"verdict: {verdict_line(result.verdict)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def evaluate(

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from taktline.training.run import STATE_FILE, publish_checkpoint
 
 
-def test_state_file_is_uploaded_after_the_model_files_and_the_metrics(
+def test_state_file_is_uploaded_after_the_model_files_to_its_slot_and_the_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -22,7 +22,7 @@ def test_state_file_is_uploaded_after_the_model_files_and_the_metrics(
     (folder / "best_bundle").mkdir(parents=True)
     (folder / "best_bundle" / "bundle.json").write_text("{}")
     (folder / "model.zip").write_bytes(b"weights")
-    (folder / STATE_FILE).write_text(json.dumps({"num_timesteps": 128}))
+    (folder / STATE_FILE).write_text(json.dumps({"num_timesteps": 128, "slot": "a"}))
 
     # record what the real store holds at each upload (the calls go through unchanged)
     seen: list[tuple[str, list[str], list[int]]] = []
@@ -47,9 +47,11 @@ def test_state_file_is_uploaded_after_the_model_files_and_the_metrics(
     names = [name for name, _, _ in seen]
     assert names[-1] == STATE_FILE and sorted(names[:-1]) == ["best_bundle", "model.zip"]
     _, stored_before_state, steps_before_state = seen[-1]
-    assert sorted(stored_before_state) == ["checkpoints/best_bundle", "checkpoints/model.zip"]
+    assert sorted(stored_before_state) == ["checkpoints/a"]
     assert steps_before_state == [128]
-    stored = {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")}
-    assert stored == {"checkpoints/best_bundle", "checkpoints/model.zip", "checkpoints/state.json"}
+    stored = {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints/a")}
+    assert stored == {"checkpoints/a/best_bundle", "checkpoints/a/model.zip"}
+    top = {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert top == {"checkpoints/a", "checkpoints/state.json"}
     state = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/checkpoints/{STATE_FILE}")
-    assert state == {"num_timesteps": 128}
+    assert state == {"num_timesteps": 128, "slot": "a"}

@@ -85,3 +85,28 @@ def test_address_without_the_rllib_backend_is_a_clear_error() -> None:
     assert result.exit_code != 0
     message = str(result.exception) if result.exception else result.output
     assert "--address" in message and "--backend rllib" in message
+
+
+def test_a_bad_env_kwarg_is_one_error_line_before_any_worker_starts(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "name: bad\n"
+        "env: {id: taktline/LineDispatch-v0, kwargs: {line: serial5, max_queu: 4}}\n"
+        "n_envs: 2\nvec_env: subproc\nprogress: false\n"
+    )
+    cases = [
+        (["train", str(config)], ["env.kwargs.max_queu", "(got 4)", "env.kwargs.max_queue?"]),
+        (
+            ["train", "bodyshop_dispatch", "--set", "env.kwargs.line=nosuchline"],
+            ["env.kwargs", "nosuchline", "bundled: bodyshop"],
+        ),
+    ]
+    for args, expected in cases:
+        out = _cli(*args, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert "Traceback" not in out.stdout + out.stderr
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+        for text in expected:
+            assert text in lines[0]
+        assert not (tmp_path / "mlflow.db").exists()  # failed before any run was started

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -68,7 +69,29 @@ class EvalConfig(_Strict):
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Overrides of ``env.kwargs`` for evaluation episodes."""
     baselines: list[str] = Field(default_factory=list)
-    """Rules evaluated with the final policy on the same seeds (``SPT``, ``MWKR``...)."""
+    """Rules the final policy must beat (``SPT``, ``MWKR``...); without any, nothing is
+    promoted."""
+    held_out_episodes: int | None = Field(None, ge=2)
+    """Episodes of the final verdict against the best rule (default: ``episodes``, at least 2)."""
+    held_out_seed: int | None = None
+    """First seed of the verdict's episodes (default: right after the selection seeds
+    ``seed .. seed + episodes - 1``); they must not overlap the selection seeds."""
+
+    def held_out_seeds(self) -> list[int]:
+        """The seeds of the final verdict (never the ones that picked the best checkpoint)."""
+        first = self.seed + self.episodes if self.held_out_seed is None else self.held_out_seed
+        return list(range(first, first + (self.held_out_episodes or max(self.episodes, 2))))
+
+    @model_validator(mode="after")
+    def _held_out_apart(self) -> EvalConfig:
+        seeds = self.held_out_seeds()
+        if seeds[0] < self.seed + self.episodes and self.seed < seeds[-1] + 1:
+            raise ValueError(
+                f"held_out_seed: the verdict's seeds {seeds[0]}..{seeds[-1]} overlap the "
+                f"selection seeds {self.seed}..{self.seed + self.episodes - 1}; leave it unset "
+                f"or use a seed >= {self.seed + self.episodes}"
+            )
+        return self
 
 
 class CheckpointConfig(_Strict):
@@ -250,6 +273,31 @@ def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
     return data
 
 
+def env_kwarg_problems(env_id: str, kwargs: dict[str, Any], where: str) -> list[str]:
+    """Keys of ``kwargs`` that the env's constructor does not take, each with the fix."""
+    import gymnasium as gym
+
+    import taktline.envs  # noqa: F401  (registers the ids)
+
+    entry = gym.registry[env_id].entry_point
+    if not isinstance(entry, str):
+        return []
+    module, _, name = entry.partition(":")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    valid = sorted(k for k in params if k not in ("self", "render_mode"))
+    problems = []
+    for key in kwargs:
+        if key in params and key != "self":
+            continue
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        hint = f"did you mean {where}.{close[0]}?" if close else f"valid keys: {', '.join(valid)}"
+        problems.append(f"{where}.{key}: not a parameter of {env_id} (got {kwargs[key]!r}); {hint}")
+    return problems
+
+
 def validate_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate plain data into a :class:`TrainConfig`.
 
@@ -257,7 +305,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> TrainConfig
         SpecError: listing every problem as ``field: what is wrong (got value); fix``.
     """
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -277,6 +325,11 @@ def validate_config(data: dict[str, Any], source: str = "config") -> TrainConfig
             got_text = "" if got is None and err["type"] == "missing" else f" (got {got!r})"
             problems.append(f"{where}: {msg}{got_text}")
         raise SpecError(problems, source=source) from None
+    problems = env_kwarg_problems(cfg.env.id, cfg.env.kwargs, "env.kwargs")
+    problems += env_kwarg_problems(cfg.env.id, cfg.eval.env_kwargs, "eval.env_kwargs")
+    if problems:
+        raise SpecError(problems, source=source)
+    return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,17 +33,21 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 from rich.console import Console
 
-from taktline.errors import PolicyError, SpecError
+from taktline.errors import SpecError
 from taktline.training import tracking
 from taktline.training.config import TrainConfig
 from taktline.training.run import (
-    STATE_FILE,
+    CHECKPOINT_DIR,
     Run,
     RunState,
     TrainResult,
+    check_env,
+    fetch_checkpoint,
     finish,
+    fresh_checkpoint_folder,
     log_baselines,
     publish_checkpoint,
+    swap_in,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +55,6 @@ if TYPE_CHECKING:
 
 ENV_NAME = "taktline-rllib"
 """The name RLlib knows taktline's envs by (``env_config`` says which one)."""
-CHECKPOINT_DIR = "checkpoints"
 RLLIB_DIR = "rllib"
 
 # SB3 hyperparameter names -> PPOConfig attributes (the same YAML trains on both backends)
@@ -231,16 +233,10 @@ class _RllibRun(Run):
         """RLlib checkpoint + run state, swapped in whole (a kill never leaves half of one)."""
         self._stamp(step)
         final = self.dir / CHECKPOINT_DIR
-        tmp, old = final.with_name(".checkpoints.tmp"), final.with_name(".checkpoints.old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = fresh_checkpoint_folder(final)
         model.save_to_path(str((tmp / RLLIB_DIR).resolve()))
-        self.state.save(tmp / STATE_FILE)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        self.seal(tmp)
+        swap_in(tmp, final)
         publish_checkpoint(
             final,
             CHECKPOINT_DIR,
@@ -250,30 +246,6 @@ class _RllibRun(Run):
             },
             step,
         )
-
-
-def _fetch_checkpoint(run_id: str, local: Path) -> Path:
-    """The run's checkpoint folder: local if present, else downloaded from its artifacts."""
-    for name in (CHECKPOINT_DIR, ".checkpoints.old"):  # .old: killed in the middle of a swap
-        if (local / name / STATE_FILE).is_file():
-            return local / name
-    import mlflow
-
-    try:
-        got = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=CHECKPOINT_DIR, dst_path=str(local)
-            )
-        )
-    except Exception as exc:
-        raise PolicyError(
-            f"--resume {run_id}: no checkpoint locally ({local / CHECKPOINT_DIR}) or in the "
-            "run's artifacts; the run stopped before its first checkpoint (lower "
-            "checkpoint.every_steps)"
-        ) from exc
-    if not (got / STATE_FILE).is_file():
-        raise PolicyError(f"--resume {run_id}: the run's checkpoint has no {STATE_FILE}")
-    return got
 
 
 def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -336,14 +308,20 @@ def train(
     from taktline.training.rllib_module import make_env
 
     console = console or Console(stderr=True)
+    check_env(cfg)  # here, once: not in each env runner with a traceback apiece
+    if cfg.normalize_reward:
+        console.print(
+            "normalize_reward: the rllib backend trains on raw rewards (no reward normaliser); "
+            "the setting applies to backend sb3 only"
+        )
     torch.set_num_threads(cfg.torch_threads)
     uri = tracking.configure()
     console.print(tracking.describe_store(uri))
     exp_id = tracking.ensure_experiment(cfg.tracking.experiment)
     state, ck_dir = RunState(), None
     if resume:
-        ck_dir = _fetch_checkpoint(resume, Path(cfg.output_dir) / resume)
-        state = RunState.load(ck_dir / STATE_FILE)
+        # verified against the state's digests before RLlib unpickles any of it
+        ck_dir, state = fetch_checkpoint(resume, Path(cfg.output_dir) / resume)
     connect(address, console)
     register_env(ENV_NAME, make_env)
     with mlflow.start_run(

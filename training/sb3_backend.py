@@ -20,19 +20,24 @@ import torch
 from rich.console import Console
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
+from stable_baselines3.common.vec_env import VecNormalize
 
 from taktline.errors import PolicyError
 from taktline.training import tracking
 from taktline.training.config import TrainConfig
 from taktline.training.run import (
-    STATE_FILE,
+    CHECKPOINT_DIR,
     Run,
     RunState,
     TrainResult,
+    check_env,
+    fetch_checkpoint,
     finish,
+    fresh_checkpoint_folder,
     log_baselines,
     make_env,
     publish_checkpoint,
+    swap_in,
 )
 from taktline.training.sb3_policies import export_network, sb3_policy_setup
 
@@ -77,15 +82,18 @@ class Trainer(BaseCallback):
                     {k: float(v) for k, v in kp.items() if isinstance(v, int | float)}
                 )
         run.progress.update(n)
-        if n >= run.next_eval:
+        budget = run.cfg.budget.total_timesteps
+        if n >= run.next_eval and n < budget:  # the budget's own evaluation comes after learn
             run.evaluate(self.model, n)
             run.next_eval = (n // run.cfg.eval.every_steps + 1) * run.cfg.eval.every_steps
-        if n >= run.next_checkpoint:
+        if n >= run.next_checkpoint and n < budget:
             run.checkpoint(self.model, n)
             run.next_checkpoint = (
                 n // run.cfg.checkpoint.every_steps + 1
             ) * run.cfg.checkpoint.every_steps
-        return not run.out_of_time()
+        # stop at the budget, not at the end of the rollout it falls in: a run resumed from a
+        # checkpoint taken mid-rollout would otherwise overrun it by up to a rollout per resume
+        return n < budget and not run.out_of_time()
 
     def _on_rollout_end(self) -> None:
         n = self.num_timesteps
@@ -116,21 +124,30 @@ class _SB3Run(Run):
     def checkpoint(self, model: Any, step: int) -> None:
         """Save model + state locally (atomically) and as run artifacts."""
         self._stamp(step)
-        ck = self.dir / "checkpoints"
-        ck.mkdir(exist_ok=True)
-        tmp = ck / f".{CHECKPOINT_FILE}"  # written whole, then renamed: a kill never leaves half
-        model.save(tmp)
-        tmp.replace(ck / CHECKPOINT_FILE)
+        final = self.dir / CHECKPOINT_DIR
+        ck = fresh_checkpoint_folder(final)  # written whole, then swapped in: never half of one
+        model.save(ck / CHECKPOINT_FILE)
+        metrics = {"checkpoint.step": float(step)}
         venv = model.get_env()
-        if hasattr(venv, "obs_rms"):  # VecNormalize: its reward statistics resume too
-            venv.save(str(ck / f".{NORMALIZE_FILE}"))
-            (ck / f".{NORMALIZE_FILE}").replace(ck / NORMALIZE_FILE)
+        if isinstance(venv, VecNormalize):  # its reward statistics resume too (norm_obs or not)
+            venv.save(str(ck / NORMALIZE_FILE))
+            metrics.update(_ret_rms_metrics(venv, "normalizer"))
         best = self.dir / "best_bundle"
         if best.exists():  # the best policy so far, consistent with the state's best_mean
-            shutil.rmtree(ck / "best_bundle", ignore_errors=True)
             shutil.copytree(best, ck / "best_bundle")
-        self.state.save(ck / STATE_FILE)
-        publish_checkpoint(ck, "checkpoints", {"checkpoint.step": float(step)}, step)
+        self.seal(ck)
+        swap_in(ck, final)
+        publish_checkpoint(final, CHECKPOINT_DIR, metrics, step)
+
+
+def _ret_rms_metrics(venv: Any, prefix: str) -> dict[str, float]:
+    """The reward normaliser's running statistics as metrics (``<prefix>.ret_rms.mean``...)."""
+    rms = venv.ret_rms
+    return {
+        f"{prefix}.ret_rms.mean": float(rms.mean),
+        f"{prefix}.ret_rms.var": float(rms.var),
+        f"{prefix}.ret_rms.count": float(rms.count),
+    }
 
 
 def _algorithm(cfg: TrainConfig) -> Any:
@@ -151,7 +168,7 @@ def _vec_env(cfg: TrainConfig, seed: int, ck_dir: Path | None = None) -> Any:
     from functools import partial
 
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     cls = SubprocVecEnv if cfg.vec_env == "subproc" and cfg.n_envs > 1 else DummyVecEnv
     venv = make_vec_env(
@@ -161,8 +178,15 @@ def _vec_env(cfg: TrainConfig, seed: int, ck_dir: Path | None = None) -> Any:
         vec_env_cls=cls,
     )
     if cfg.normalize_reward:
-        saved = ck_dir / NORMALIZE_FILE if ck_dir is not None else None
-        if saved is not None and saved.is_file():
+        if ck_dir is not None:  # verified against the state file's digests before this
+            saved = ck_dir / NORMALIZE_FILE
+            if not saved.is_file():
+                venv.close()
+                raise PolicyError(
+                    f"--resume: the checkpoint {ck_dir} has no {NORMALIZE_FILE}, so the reward "
+                    "statistics cannot be restored; resume with --set normalize_reward=false "
+                    "or start a new run"
+                )
             venv = VecNormalize.load(str(saved), venv)
         else:
             venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=_gamma(cfg))
@@ -173,29 +197,6 @@ def _gamma(cfg: TrainConfig) -> float:
     return float(cfg.hyperparameters.get("gamma", 0.99))
 
 
-def _fetch_checkpoint(run_id: str, local: Path) -> Path:
-    """The run's checkpoint directory: local if present, else downloaded from MLflow."""
-    ck = local / "checkpoints"
-    if (ck / CHECKPOINT_FILE).is_file():
-        return ck
-    import mlflow
-
-    try:
-        got = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="checkpoints", dst_path=str(local)
-            )
-        )
-    except Exception as exc:
-        raise PolicyError(
-            f"--resume {run_id}: no checkpoint locally ({ck}) or in the run's artifacts; the run "
-            "stopped before its first checkpoint (lower checkpoint.every_steps)"
-        ) from exc
-    if not (got / CHECKPOINT_FILE).is_file():
-        raise PolicyError(f"--resume {run_id}: the run has no {CHECKPOINT_FILE}")
-    return got
-
-
 def train(
     cfg: TrainConfig, resume: str | None = None, console: Console | None = None
 ) -> TrainResult:
@@ -204,6 +205,7 @@ def train(
     import torch
 
     console = console or Console(stderr=True)
+    check_env(cfg)  # here, once: not in each subprocess with a traceback apiece
     torch.set_num_threads(cfg.torch_threads)
     uri = tracking.configure()
     console.print(tracking.describe_store(uri))
@@ -211,8 +213,12 @@ def train(
     state = RunState()
     ck_dir: Path | None = None
     if resume:
-        ck_dir = _fetch_checkpoint(resume, Path(cfg.output_dir) / resume)
-        state = RunState.load(ck_dir / STATE_FILE)
+        # verified against the state's digests before anything in it is unpickled
+        ck_dir, state = fetch_checkpoint(resume, Path(cfg.output_dir) / resume)
+        if not (ck_dir / CHECKPOINT_FILE).is_file():
+            raise PolicyError(
+                f"--resume {resume}: the checkpoint {ck_dir} has no {CHECKPOINT_FILE}"
+            )
         best = Path(cfg.output_dir) / resume / "best_bundle"
         if (ck_dir / "best_bundle").is_dir() and ck_dir / "best_bundle" != best:
             shutil.rmtree(best, ignore_errors=True)
@@ -231,6 +237,8 @@ def train(
             mlflow.set_tags({"taktline.backend": "sb3", "taktline.env_id": cfg.env.id})
         run = _SB3Run(cfg, run_id, state, console)
         venv = _vec_env(cfg, cfg.seed + state.num_timesteps, ck_dir)
+        if resume and isinstance(venv, VecNormalize):  # what the resumed run starts from
+            tracking.log_metrics(_ret_rms_metrics(venv, "resume"), state.num_timesteps)
         try:
             result = _learn(cfg, run, venv, ck_dir)
         finally:
