@@ -1,10 +1,26 @@
 """The model store: the configured policies, loaded from the MLflow registry or bundle paths.
 
 * Registry references (``models:/NAME@ALIAS``) are resolved to a version, downloaded once into
-  ``cache_dir`` and remembered there, so a restart serves the last version without the registry.
+  ``cache_dir/models`` and remembered there (a pointer file per policy), so a restart serves the
+  last version when the registry cannot be reached.
+* Nothing is served unverified: every load (registry download or cache) goes through
+  :meth:`taktline.agents.bundle.PolicyBundle.load`, which checks each file's sha256; a pointer
+  may only name the cache folder of its own version; whenever the registry answers, the version
+  is the alias's version (the cache is never preferred over it); an alias or version the
+  registry says no longer exists stops being served (the policy is unloaded: the fallback rule
+  answers, flagged, and ``/readyz`` says not ready) and its pointer is removed, so a restart
+  does not serve it either.
 * :meth:`ModelStore.refresh` checks the alias again and, when it moved, loads the new version
   *beside* the old one and swaps it in with one assignment: a request holds the
   :class:`LoadedPolicy` it started with, so nothing is dropped or mixed during a reload.
+  Decisions read the current version without any lock, so they never wait on a reload.
+* Reloads are single-flight with a deadline: a refresh runs in its own thread, one per policy
+  at a time. The caller that started it waits up to ``reload_timeout_s`` for it; a refresh asked
+  while one is running returns at once, saying so (``in_progress``), instead of queueing a
+  worker thread behind it. A registry that accepts connections and never answers therefore holds
+  at most one caller, for at most the deadline; the load goes on in the background (bounded by
+  MLflow's HTTP timeout) and the current version keeps serving.
+* ``rule:NAME`` references serve a dispatching rule itself (no MLflow, no bundle).
 * Only references from :class:`~taktline.serving.settings.Settings` are ever loaded; the API
   addresses policies by name.
 """
@@ -19,6 +35,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -30,7 +48,7 @@ from taktline.serving.settings import PolicyConfig, Settings
 
 log = logging.getLogger("taktline.serving")
 
-Source = Literal["registry", "cache", "path"]
+Source = Literal["registry", "cache", "path", "rule"]
 
 
 class Bundle(Protocol):
@@ -75,10 +93,14 @@ class LoadedPolicy:
     alias: str | None = None
     model_name: str | None = None
     loaded_at: float = field(default_factory=time.time)
+    rule: str | None = None
+    """The dispatching rule served as the policy (``rule:NAME``); it decides from snapshots with
+    the fallback's own code and has no observation interface (no ``/act``)."""
 
     @property
     def n_actions(self) -> int:
-        return int(self.bundle.action_space.n)
+        """Actions of the network (0 for a rule: it has no action space)."""
+        return 0 if self.rule else int(self.bundle.action_space.n)
 
     @property
     def flat_space(self) -> Any:
@@ -89,6 +111,9 @@ class LoadedPolicy:
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
+        """One observation's shape (``()`` for a rule: it observes snapshots, not vectors)."""
+        if self.rule:
+            return ()
         return tuple(int(d) for d in self.flat_space.shape)
 
     @property
@@ -98,9 +123,41 @@ class LoadedPolicy:
 
     @property
     def fast(self) -> bool:
-        """Whether one decision is a small, bounded computation (the numpy MLP kernel): safe
-        to run on the event loop without a worker thread."""
-        return bool(getattr(self.bundle, "frozen", False))
+        """Whether one decision is a small, bounded computation (the numpy MLP kernel or a
+        rule): safe to run on the event loop without a worker thread."""
+        return bool(self.rule) or bool(getattr(self.bundle, "frozen", False))
+
+
+@dataclass
+class RuleBundle:
+    """What a ``rule:NAME`` policy has where a network policy has its bundle: its name and
+    lineage; no spaces, and acting on observations is an error (a rule needs the snapshot)."""
+
+    rule: str
+    env_id: str = ""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    spec_hash: str | None = None
+    observation_space: Any = None
+    action_space: Any = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+
+    def act(
+        self, obs: np.ndarray, mask: np.ndarray | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        raise PolicyError(
+            f"rule {self.rule}: a rule decides from a snapshot (POST .../decide); it has no "
+            "observation interface"
+        )
+
+    def act_one(self, obs: np.ndarray, mask: np.ndarray) -> int:
+        return int(self.act(obs[None], mask[None])[0])
+
+    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        raise PolicyError(f"rule {self.rule}: decides from the snapshot itself, not an encoding")
+
+    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+        raise PolicyError(f"rule {self.rule}: has no actions to decode")
 
 
 @dataclass(frozen=True)
@@ -113,6 +170,13 @@ class ReloadResult:
     previous: str | None
     source: Source | None
     error: str | None = None
+    in_progress: bool = False
+    """A reload was already running (or outlived the deadline): nothing was done now, and the
+    version shown keeps serving until that reload ends."""
+
+
+class AliasGone(PolicyError):
+    """The registry answered that the alias (or pinned version) does not exist."""
 
 
 def load_bundle_dir(path: Path) -> Bundle:
@@ -146,9 +210,12 @@ class ModelStore:
         self.loader = loader
         self.cache_dir = Path(settings.cache_dir).expanduser()
         self._current: dict[str, LoadedPolicy] = {}
-        self._locks = {name: threading.Lock() for name in settings.policies}
+        self._guard = threading.Lock()  # guards _inflight only; never held during a load
+        self._inflight: dict[str, Future[ReloadResult]] = {}
         self.errors: dict[str, str] = {}
-        # A registry that does not answer must not stall startup for minutes of retries.
+        self.timeout_s = float(settings.reload_timeout_s)
+        # A registry that does not answer must not stall startup for minutes of retries; this
+        # bounds the background load, the deadline above bounds every caller.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
@@ -167,33 +234,100 @@ class ModelStore:
 
     # ---- loading -----------------------------------------------------------------------
     def load_all(self) -> list[ReloadResult]:
-        """Load (or refresh) every configured policy; failures are recorded, not raised."""
-        return [self.refresh(name) for name in self.settings.policies]
+        """Load (or refresh) every configured policy, all at once, waiting up to the deadline;
+        failures are recorded, not raised."""
+        started = [(name, self._start(name)[0]) for name in self.settings.policies]
+        deadline = time.monotonic() + self.timeout_s
+        return [self._wait(name, f, deadline - time.monotonic()) for name, f in started]
 
     def refresh(self, name: str) -> ReloadResult:
-        """Bring ``name`` to the version its reference points at now; swap only on change."""
-        config = self.settings.policies.get(name)
-        if config is None:
+        """Bring ``name`` to the version its reference points at now; swap only on change.
+
+        Single-flight: when a refresh of ``name`` is already running this returns at once with
+        ``in_progress`` set (the caller does not wait for it); otherwise it starts one and waits
+        up to ``reload_timeout_s`` for it (past that: ``in_progress``, and the load finishes in
+        the background).
+        """
+        if name not in self.settings.policies:
             raise PolicyError(f"policy {name!r} is not configured")
-        with self._locks[name]:
-            old = self._current.get(name)
-            previous = old.version if old else None
-            try:
-                new = self._load(name, config, old)
-            except Exception as exc:  # keep serving the old version (or the fallback rule)
-                self.errors[name] = f"{type(exc).__name__}: {exc}"
-                log.warning("policy %s: load failed: %s", name, self.errors[name])
-                return ReloadResult(
-                    name, False, previous, previous, old.source if old else None, self.errors[name]
-                )
-            self.errors.pop(name, None)
-            if new is old:
-                return ReloadResult(name, False, previous, previous, old.source)
-            self._current[name] = new  # the atomic swap
-            log.info("policy %s: now version %s (%s)", name, new.version, new.source)
-            return ReloadResult(name, True, new.version, previous, new.source)
+        future, started = self._start(name)
+        if not started:
+            return self._busy(name, "a reload of this policy is already in progress")
+        return self._wait(name, future, self.timeout_s)
+
+    def _start(self, name: str) -> tuple[Future[ReloadResult], bool]:
+        """The running refresh of ``name`` (``False``) or a new one, started (``True``)."""
+        with self._guard:
+            running = self._inflight.get(name)
+            if running is not None:
+                return running, False
+            future: Future[ReloadResult] = Future()
+            self._inflight[name] = future
+        thread = threading.Thread(
+            target=self._run, args=(name, future), name=f"taktline-reload-{name}", daemon=True
+        )
+        thread.start()
+        return future, True
+
+    def _run(self, name: str, future: Future[ReloadResult]) -> None:
+        try:
+            result = self._refresh_now(name)
+        except BaseException as exc:  # never leave a waiter without an answer
+            result = self._busy(name, f"{type(exc).__name__}: {exc}", in_progress=False)
+            raise
+        finally:
+            with self._guard:
+                self._inflight.pop(name, None)
+            future.set_result(result)
+
+    def _wait(self, name: str, future: Future[ReloadResult], timeout_s: float) -> ReloadResult:
+        try:
+            return future.result(timeout=max(timeout_s, 0.0))
+        except FutureTimeout:
+            return self._busy(
+                name,
+                f"no answer within {self.timeout_s:g} s (reload_timeout_s): the load goes on in "
+                "the background; the current version keeps serving",
+            )
+
+    def _busy(self, name: str, message: str, in_progress: bool = True) -> ReloadResult:
+        old = self._current.get(name)
+        version = old.version if old else None
+        source = old.source if old else None
+        return ReloadResult(name, False, version, version, source, message, in_progress)
+
+    def _refresh_now(self, name: str) -> ReloadResult:
+        """One refresh (single-flight: only ever one per policy at a time)."""
+        config = self.settings.policies[name]
+        old = self._current.get(name)
+        previous = old.version if old else None
+        try:
+            new = self._load(name, config, old)
+        except AliasGone as exc:  # the registry says it is gone: stop serving it
+            self._current.pop(name, None)
+            self._drop_pointer(name)
+            self.errors[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("policy %s: %s; no longer served", name, exc)
+            return ReloadResult(name, old is not None, None, previous, None, self.errors[name])
+        except Exception as exc:  # keep serving the old version (or the fallback rule)
+            self.errors[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("policy %s: load failed: %s", name, self.errors[name])
+            return ReloadResult(
+                name, False, previous, previous, old.source if old else None, self.errors[name]
+            )
+        self.errors.pop(name, None)
+        if new is old:
+            return ReloadResult(name, False, previous, previous, new.source)
+        self._current[name] = new  # the atomic swap
+        log.info("policy %s: now version %s (%s)", name, new.version, new.source)
+        return ReloadResult(name, True, new.version, previous, new.source)
 
     def _load(self, name: str, config: PolicyConfig, old: LoadedPolicy | None) -> LoadedPolicy:
+        if config.rule is not None:
+            if old is not None:
+                return old
+            rule = RuleBundle(config.rule, lineage={"rule": config.rule}, version=config.ref)
+            return LoadedPolicy(name, config, rule, rule, config.ref, "rule", rule=config.rule)
         registry = config.registry
         if registry is None:
             if old is not None:
@@ -203,7 +337,9 @@ class ModelStore:
             return self._wrap(name, config, bundle, version, "path")
         model_name, alias, pinned = registry
         try:
-            version = pinned or self._resolve_alias(model_name, alias or "")
+            version = self._resolve(model_name, alias, pinned)
+        except AliasGone:
+            raise
         except Exception as exc:
             if old is not None:
                 raise
@@ -215,10 +351,11 @@ class ModelStore:
                 ) from exc
             log.warning("policy %s: registry unreachable, serving cached version", name)
             return cached
+        # the registry answered: serve its version, never the cache's if they differ
         if old is not None and old.version == version and old.source == "registry":
             return old
         path = self._download(model_name, version)
-        bundle = self.loader(path)
+        bundle = self._load_cached(name, path, f"models:/{model_name}/{version}")
         self._write_pointer(name, config, version, path)
         return self._wrap(name, config, bundle, version, "registry", alias, model_name)
 
@@ -239,15 +376,56 @@ class ModelStore:
 
     # ---- registry and cache ------------------------------------------------------------
     @staticmethod
-    def _resolve_alias(model_name: str, alias: str) -> str:
+    def _resolve(model_name: str, alias: str | None, pinned: str | None) -> str:
+        """The version the reference names now.
+
+        Raises:
+            AliasGone: the registry answered that the model, alias or version does not exist.
+            Exception: the registry could not be asked (unreachable, timed out, an error).
+        """
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
+        client = MlflowClient()
+        ref = f"models:/{model_name}/{pinned}" if pinned else f"models:/{model_name}@{alias}"
+        gone = AliasGone(f"the registry has no {ref} (deleted?)")
+        if pinned:
+            try:
+                return str(client.get_model_version(model_name, pinned).version)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    raise gone from exc
+                raise
+        try:
+            return str(client.get_model_version_by_alias(model_name, alias or "").version)
+        except MlflowException as exc:
+            # a missing alias is INVALID_PARAMETER_VALUE: confirm with the model's aliases
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            try:
+                model = client.get_registered_model(model_name)
+            except MlflowException as again:
+                if again.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    raise gone from exc
+                raise exc from again
+            if alias not in (getattr(model, "aliases", None) or {}):
+                raise gone from exc
+            raise
+
+    def _load_cached(self, name: str, path: Path, what: str) -> Bundle:
+        """The bundle in cache folder ``path``, verified (a failure names the folder)."""
+        try:
+            return self.loader(path)
+        except PolicyError as exc:
+            raise PolicyError(
+                f"policy {name!r}: the cached copy of {what} in {path} failed verification: "
+                f"{exc}. Not served; delete {path} and reload to download it again"
+            ) from exc
 
     def _download(self, model_name: str, version: str) -> Path:
         import mlflow
 
-        target = self.cache_dir / "models" / _safe(model_name) / version
+        target = self._version_dir(model_name, version)
         if (target / ".complete").is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +445,15 @@ class ModelStore:
     def _pointer(self, name: str) -> Path:
         return self.cache_dir / "pointers" / f"{_safe(name)}.json"
 
+    def _version_dir(self, model_name: str, version: str) -> Path:
+        return self.cache_dir / "models" / _safe(model_name) / version
+
+    def _drop_pointer(self, name: str) -> None:
+        try:
+            self._pointer(name).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("policy %s: could not remove the cache pointer: %s", name, exc)
+
     def _write_pointer(self, name: str, config: PolicyConfig, version: str, path: Path) -> None:
         pointer = self._pointer(name)
         pointer.parent.mkdir(parents=True, exist_ok=True)
@@ -275,19 +462,43 @@ class ModelStore:
         tmp.replace(pointer)
 
     def _from_cache(self, name: str, config: PolicyConfig) -> LoadedPolicy | None:
-        pointer = self._pointer(name)
-        if not pointer.is_file():
-            return None
-        record = json.loads(pointer.read_text())
-        if record.get("ref") != config.ref:
-            return None  # cached for another reference: never serve it for this one
-        path = Path(record["path"])
-        if not (path / ".complete").is_file():
-            return None
-        bundle = self.loader(path)
+        """The version the pointer of ``name`` names, if it is one this store downloaded."""
         registry = config.registry
-        alias, model_name = (registry[1], registry[0]) if registry else (None, None)
-        return self._wrap(name, config, bundle, str(record["version"]), "cache", alias, model_name)
+        pointer = self._pointer(name)
+        if registry is None or not pointer.is_file():
+            return None
+        model_name, alias, pinned = registry
+        try:
+            record = json.loads(pointer.read_text())
+            ref, version, path = record["ref"], str(record["version"]), Path(record["path"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("policy %s: ignoring unreadable cache pointer %s: %s", name, pointer, exc)
+            return None
+        if ref != config.ref:
+            return None  # cached for another reference: never serve it for this one
+        # the pointer may only name this store's folder of that very version, inside models/
+        models = (self.cache_dir / "models").resolve()
+        expected = self._version_dir(model_name, version).resolve()
+        if (
+            not version.isdigit()
+            or (pinned is not None and version != pinned)
+            or not expected.is_relative_to(models)
+            or path.resolve() != expected
+        ):
+            log.warning(
+                "policy %s: ignoring cache pointer %s: version %r at %s is not this cache's "
+                "folder for it (%s)",
+                name,
+                pointer,
+                version,
+                path,
+                self._version_dir(model_name, version),
+            )
+            return None
+        if not (expected / ".complete").is_file():
+            return None
+        bundle = self._load_cached(name, expected, f"models:/{model_name}/{version}")
+        return self._wrap(name, config, bundle, version, "cache", alias, model_name)
 
 
 def _safe(name: str) -> str:

@@ -50,7 +50,12 @@ def test_alias_moves_reload_without_dropping_and_restart_from_cache(
     snapshots = dispatch_snapshots("bodyshop", 12, seed=5)
     snapshots = [s for s in snapshots if s["decision"] is not None][:10]
     policies = {"line": f"models:/{MODEL}@production"}
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "TAKTLINE_POLL_INTERVAL_S": "1"}
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_REGISTRY_URI": uri,
+        "TAKTLINE_POLL_INTERVAL_S": "1",
+        "TAKTLINE_DECISION_TIMEOUT_S": "30",  # fallback is False must not depend on timing
+    }
 
     with run_server(policies, tmp_path, env=env) as server, server.client(headers=AUTH) as c:
         assert _version(c) == (v1, "registry")
@@ -74,7 +79,11 @@ def test_alias_moves_reload_without_dropping_and_restart_from_cache(
         worker.start()
         try:
             reload = c.post("/v1/policies/line/reload").json()
-            time.sleep(0.5)
+            # answers asked after the swap come from v2: wait for a few (poll, no fixed sleep)
+            seen = len(answers)
+            deadline = time.monotonic() + 30
+            while len(answers) < seen + 5 and time.monotonic() < deadline and worker.is_alive():
+                time.sleep(0.05)
         finally:
             stop.set()
             worker.join()
@@ -101,6 +110,7 @@ def test_alias_moves_reload_without_dropping_and_restart_from_cache(
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
         "TAKTLINE_POLL_INTERVAL_S": "0",
+        "TAKTLINE_DECISION_TIMEOUT_S": "30",
     }
     with run_server(policies, tmp_path, env=down) as server, server.client(headers=AUTH) as c:
         assert _version(c) == (v1, "cache")
