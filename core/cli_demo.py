@@ -4,17 +4,19 @@ It runs the whole journey on embedded defaults, step by step, each step visible:
 
 1. simulate the body-shop line under the classic rules and print the KPI comparison;
 2. train a dispatch policy on the twin (SB3, a short budget), tracked in the embedded MLflow;
-3. evaluate it against the rules on common random numbers (paired tests);
-4. register it and move the ``production`` alias to it;
+3. the verdict: the best trained checkpoint against the best rule on held-out seeds (common
+   random numbers, paired 95% CI);
+4. what to serve: the network, promoted to ``production``, only if it won; otherwise the best
+   rule itself (``rule:NAME``), and the summary says why with the numbers;
 5. start the inference server (uvicorn), post a plant snapshot, print the decision, stop it;
-6. a closing summary: KPIs of rules vs policy, where the store and pictures are, how to open
-   the MLflow UI and how to call the API.
+6. a closing summary (also ``out/summary.json``): what is served and why, KPIs of rules vs
+   policy, where the store and pictures are, how to open the MLflow UI and call the API.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -71,8 +73,13 @@ def simulate_rules(
     return results
 
 
-def train_policy(line: str, timesteps: int, minutes: float) -> object:
-    """Step 2: a short SB3 training run from the bundled body-shop config."""
+HELD_OUT_SEED = 50_000
+"""First seed of the demo's verdict episodes (the checkpoints are picked on seeds 20000..)."""
+
+
+def train_policy(line: str, timesteps: int, minutes: float, episodes: int) -> tuple[Any, Any]:
+    """Step 2: a short SB3 training run from the bundled body-shop config; its end is the
+    verdict against the demo's rules on ``episodes`` held-out seeds."""
     from taktline.training.config import load_config
     from taktline.training.sb3_backend import train
 
@@ -85,7 +92,9 @@ def train_policy(line: str, timesteps: int, minutes: float) -> object:
             f"budget.max_minutes={minutes}",
             f"eval.every_steps={max(timesteps // 4, 1024)}",
             "eval.episodes=4",
-            "eval.baselines=[SPT,SAME]",
+            f"eval.baselines=[{','.join(DEMO_RULES)}]",
+            f"eval.held_out_seed={HELD_OUT_SEED}",
+            f"eval.held_out_episodes={episodes}",
             f"checkpoint.every_steps={max(timesteps // 4, 1024)}",
             "tracking.experiment=taktline-demo",
         ],
@@ -93,21 +102,29 @@ def train_policy(line: str, timesteps: int, minutes: float) -> object:
     return cfg, train(cfg, console=console)
 
 
-def evaluate_policy(model_uri: str, env_kwargs: dict[str, object], episodes: int) -> object:
-    """Step 3: policy vs rules on the same seeds (common random numbers)."""
-    from taktline.agents.policies import load_policy
-    from taktline.training.evaluate import evaluate, render_table
+def choose_served(cfg: Any, result: Any) -> tuple[str, str]:
+    """Step 4: the reference to serve and why. The network (promoted to ``production``) only
+    when its held-out verdict is a win over the best rule; otherwise that rule itself."""
+    from taktline.training import tracking
+    from taktline.training.run import verdict_line
 
-    refs = [model_uri, "SAME", "SPT", "FIFO"]
-    ev = evaluate(
-        [load_policy(r) for r in refs],
-        "taktline/LineDispatch-v0",
-        env_kwargs,
-        episodes,
-        seed=50_000,
-    )
-    console.print(render_table(ev, model_uri if model_uri in ev.policies else None))
-    return ev
+    verdict = result.verdict
+    if verdict is not None and verdict["won"] and result.model_version:
+        tracking.promote(cfg.name, result.model_version, "production")
+        ref = f"models:/{cfg.name}@production"
+        why = (
+            f"network {cfg.name} version {result.model_version} "
+            f"({result.num_timesteps:,} steps): {verdict_line(verdict)}"
+        )
+        console.print(f"{ref} -> version {result.model_version}", highlight=False)
+    else:
+        rule = verdict["baseline"] if verdict is not None else DEMO_RULES[-1]
+        ref = f"rule:{rule}"
+        reason = verdict_line(verdict) if verdict is not None else "no verdict was reached"
+        why = f"the best rule {rule}, not the network: {reason}"
+        console.print(f"nothing promoted to production: serving {ref} instead", highlight=False)
+    console.print(why, markup=False, highlight=False, soft_wrap=True)
+    return ref, why
 
 
 def serve_and_decide(model_uri: str, tracking_uri: str, line: str, out: Path) -> dict[str, object]:
@@ -212,7 +229,7 @@ def demo(
     simulate_only: Annotated[bool, typer.Option(help="stop after step 1")] = False,
     out: Annotated[Path, typer.Option(help="folder for pictures and reports")] = Path("out"),
 ) -> None:
-    """Run the main job: simulate, train, evaluate, register and serve a body-shop policy."""
+    """Run the main job: simulate, train, judge on held-out seeds, serve what won."""
     out.mkdir(parents=True, exist_ok=True)
     console.print(Panel.fit("taktline demo — 1/5: simulate the line under classic rules"))
     rules = simulate_rules(line, replications, seed, out)
@@ -222,28 +239,31 @@ def demo(
     from taktline.training import tracking
 
     console.print(Panel.fit("2/5: train a dispatch policy on the twin (SB3 MaskablePPO)"))
-    cfg, result = train_policy(line, timesteps, minutes)
-    model_uri = f"models:/{cfg.name}/{result.model_version}"  # type: ignore[attr-defined]
-    console.print(Panel.fit("3/5: evaluate policy vs rules on common random numbers"))
-    env_kwargs = dict(cfg.env.kwargs)  # type: ignore[attr-defined]
-    ev = evaluate_policy(model_uri, env_kwargs, episodes)
-    console.print(Panel.fit("4/5: register — move the production alias to the new version"))
-    tracking.promote(cfg.name, result.model_version, "production")  # type: ignore[attr-defined]
-    prod_uri = f"models:/{cfg.name}@production"  # type: ignore[attr-defined]
-    console.print(f"{prod_uri} -> version {result.model_version}")  # type: ignore[attr-defined]
-    console.print(Panel.fit("5/5: serve it and ask for a decision"))
-    answer = serve_and_decide(prod_uri, tracking.tracking_uri(), line, out)
+    cfg, result = train_policy(line, timesteps, minutes, episodes)
+    console.print(
+        Panel.fit(f"3/5: the verdict — policy vs the best rule on {episodes} held-out seeds")
+    )
+    if result.verdict is not None:
+        from taktline.training.run import verdict_line
+
+        console.print(verdict_line(result.verdict), markup=False, highlight=False, soft_wrap=True)
+    console.print(Panel.fit("4/5: what to serve — the network only if it won"))
+    served_ref, why = choose_served(cfg, result)
+    console.print(Panel.fit(f"5/5: serve {served_ref} and ask for a decision"))
+    answer = serve_and_decide(served_ref, tracking.tracking_uri(), line, out)
     summary = Table(title="summary", show_header=False)
     summary.add_column(justify="left")
-    summary.add_column(justify="left")
+    summary.add_column(justify="left", overflow="fold")
+    summary.add_row("served", served_ref)
+    summary.add_row("why", why)
     best_rule = max(rules, key=lambda r: rules[r]["profit"])
     summary.add_row(
         "best rule by profit (step 1)", f"{best_rule}: {rules[best_rule]['profit']:,.0f} per run"
     )
-    for row in ev.summary():  # type: ignore[attr-defined]
+    for row in (result.evaluation or {}).get("summary", []):
         summary.add_row(
-            f"evaluation: {row['policy']}",
-            f"{ev.metric} {row['mean']:,.1f} (95% CI {row['ci_low']:,.1f} .."  # type: ignore[attr-defined]
+            f"held-out: {row['policy']}",
+            f"{result.evaluation['metric']} {row['mean']:,.1f} (95% CI {row['ci_low']:,.1f} .."
             f" {row['ci_high']:,.1f})",
         )
     summary.add_row("decision served", f"{answer.get('decision')} by {answer.get('served_by')}")
@@ -252,12 +272,28 @@ def demo(
     summary.add_row("pictures", str(out.resolve()))
     summary.add_row(
         "call the API",
-        f"TAKTLINE_API_KEYS='[\"KEY\"]' taktline serve --policy bodyshop={prod_uri}\n"
+        f"TAKTLINE_API_KEYS='[\"KEY\"]' taktline serve --policy bodyshop={served_ref}\n"
         f"curl -H 'Authorization: Bearer KEY' -H 'Content-Type: application/json'"
         f" -d @{(out / 'snapshot.json').resolve()}"
         " http://127.0.0.1:8000/v1/policies/bodyshop/decide",
     )
     console.print(summary)
+    from taktline.jsonout import to_json
+
+    (out / "summary.json").write_text(
+        to_json(
+            {
+                "served": served_ref,
+                "why": why,
+                "served_by": answer.get("served_by"),
+                "fallback": answer.get("fallback"),
+                "model_version": result.model_version,
+                "num_timesteps": result.num_timesteps,
+                "verdict": result.verdict,
+            }
+        )
+        + "\n"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
-"""`taktline demo` runs the whole journey (tiny budget): simulate, train, evaluate, register,
-serve, decide — and leaves no server running."""
+"""`taktline demo` runs the whole journey (tiny budget): simulate, train, judge, serve, decide —
+serves only what won, says why, and leaves no server running."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_stops_its_server(tmp_path: Path) -> None:
+def test_demo_serves_what_its_verdict_says_and_stops_its_server(tmp_path: Path) -> None:
     exe = shutil.which("taktline") or str(Path(sys.executable).parent / "taktline")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TAKTLINE_"))}
     out = subprocess.run(
@@ -39,10 +40,44 @@ def test_demo_runs_end_to_end_and_stops_its_server(tmp_path: Path) -> None:
     text = out.stdout
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "summary"):
         assert step in text
-    assert '"served_by": "policy:bodyshop@1"' in text
     assert '"fallback": false' in text
+    # honesty: what is served matches the held-out verdict, and the summary says why
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    verdict = summary["verdict"]
+    assert verdict["baseline"] in {"FIFO", "SPT", "EDD", "ATC", "SAME"} and verdict["n"] == 2
+    assert summary["served_by"] == answer_served_by(text)
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, uri)
+    aliases = dict(client.get_registered_model("demo-bodyshop").aliases)
+    if verdict["won"]:
+        assert summary["served"] == "models:/demo-bodyshop@production"
+        assert summary["served_by"] == f"policy:bodyshop@{summary['model_version']}"
+        assert aliases["production"] == summary["model_version"]
+        mlflow.set_tracking_uri(uri)
+        local = Path(mlflow.artifacts.download_artifacts("models:/demo-bodyshop@production"))
+        bundle = json.loads(next(local.rglob("bundle.json")).read_text())
+        assert bundle["lineage"]["num_timesteps"] > 0
+        assert bundle["lineage"]["verdict"]["won"] is True
+        assert "beats the best rule" in summary["why"]
+    else:
+        assert summary["served"] == f"rule:{verdict['baseline']}"
+        # the rule is served as the policy: serving names it as its version (policy:NAME@rule:X)
+        assert summary["served_by"].endswith(f"rule:{verdict['baseline']}")
+        assert "production" not in aliases and "candidate" not in aliases
+        assert "does not beat the best rule" in summary["why"]
+        assert f"Δ {verdict['delta']:+,.1f}" in summary["why"]
+    assert summary["why"].replace(" ", "")[:40] in text.replace(" ", "").replace("\n", "")
     assert (tmp_path / "mlflow.db").is_file()
     assert (tmp_path / "out" / "bodyshop_gantt.png").stat().st_size > 5000
     assert "stopped again" in text
     log = (tmp_path / "out" / "server.log").read_text()
     assert "Traceback" not in log
+
+
+def answer_served_by(text: str) -> str:
+    """The ``served_by`` of the decision the demo printed."""
+    key = '"served_by": "'
+    start = text.index(key) + len(key)
+    return text[start : text.index('"', start)]
