@@ -118,12 +118,22 @@ def test_ray_job_submit_of_train_succeeds_and_logs_to_mlflow(job_run: dict[str, 
     assert {"checkpoints", "config.json", "learning_curve.png"} <= artifacts
     # the checkpoint reached the server's artifact store (a resume may run on another node)
     checkpoint = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
-    assert {"checkpoints/state.json", "checkpoints/rllib"} <= checkpoint
-    version = client.get_model_version_by_alias("tiny-job", "candidate")
-    assert version.run_id == run.info.run_id
+    assert "checkpoints/state.json" in checkpoint
+    folder = str(job_run["folder"])
+    local = client.download_artifacts(run.info.run_id, "checkpoints/state.json", folder)
+    state = json.loads(Path(local).read_text())
+    slot = {a.path for a in client.list_artifacts(run.info.run_id, f"checkpoints/{state['slot']}")}
+    assert f"checkpoints/{state['slot']}/rllib" in slot
+    assert any(rel.startswith("rllib/") for rel in state["files"])  # digests of RLlib's files
+    # registered with its held-out verdict; the alias only if it beat FIFO
+    (version,) = client.search_model_versions("name='tiny-job'")
+    assert version.run_id == run.info.run_id and version.version == "1"
+    assert version.tags["baseline"] == "FIFO" and version.tags["verdict"] in {"won", "lost"}
+    aliases = dict(client.get_registered_model("tiny-job").aliases)
+    assert ("candidate" in aliases) == (version.tags["verdict"] == "won")
 
 
-def test_rllib_bundle_acts_through_evaluate_and_serving_without_ray_or_sb3(
+def test_rllib_bundle_acts_through_evaluate_and_the_serving_store_without_ray_or_sb3(
     job_run: dict[str, Any],
 ) -> None:
     folder: Path = job_run["folder"]
@@ -136,7 +146,7 @@ import mlflow
 import taktline.envs
 from taktline import cli_train
 
-sys.argv = ["taktline", "evaluate", "--policy", "models:/tiny-job@candidate", "--policy", "FIFO",
+sys.argv = ["taktline", "evaluate", "--policy", "models:/tiny-job/1", "--policy", "FIFO",
             "--env", "{ENV_ID}", "--env-kwargs", {json.dumps(json.dumps(TINY_ENV))},
             "--episodes", "2", "--json"]
 try:
@@ -146,7 +156,7 @@ except SystemExit as exc:
 
 # serving's path: the bundle from the registry, encode -> act -> decode with its codec
 from taktline.serving.store import load_bundle_dir, make_codec_for
-local = mlflow.artifacts.download_artifacts("models:/tiny-job@candidate")
+local = mlflow.artifacts.download_artifacts("models:/tiny-job/1")
 bundle = load_bundle_dir(Path(local))
 assert bundle.lineage["backend"] == "rllib", bundle.lineage
 codec = make_codec_for(bundle)
@@ -175,7 +185,11 @@ print("SERVING-OK")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SERVING-OK" in proc.stdout
     table = json.loads(proc.stdout[: proc.stdout.index("SERVING-OK")])
-    assert len(json.dumps(table)) > 0 and "FIFO" in json.dumps(table)
+    rows = {r["policy"]: r for r in table["summary"]}
+    assert set(rows) == {"models:/tiny-job/1", "FIFO"}
+    assert all(r["n"] == 2 for r in rows.values()) and table["seeds"] == [0, 1]
+    (paired,) = table["paired"]  # the bundle against FIFO on the same two seeds
+    assert paired["n"] == 2 and paired["reference"] == "models:/tiny-job/1"
 
 
 # ---- fault tolerance: a dying env runner ------------------------------------------------------
@@ -240,8 +254,11 @@ def test_killed_env_runner_is_restarted_and_training_continues(
     assert later - seen[0], "no replacement env runner appeared"
     client = mlflow_client(tmp_path)
     healthy = [m.value for m in _history(client, result.run_id, "ray.healthy_env_runners")]
-    # out of service after the kill, then back in service: training went on with both
-    assert healthy[0] == 2 and 1 in healthy and healthy[-1] == 2, healthy
+    restarts = [m.value for m in _history(client, result.run_id, "ray.env_runner_restarts")]
+    # whether an iteration ran while one runner was down depends on restart timing; that RLlib
+    # restarted it (the callback waited for the replacement) and both serve at the end do not
+    assert healthy[0] == 2 and healthy[-1] == 2, healthy
+    assert restarts[0] == 0 and restarts[-1] >= 1, restarts
 
 
 # ---- fault tolerance: a killed driver resumes -------------------------------------------------

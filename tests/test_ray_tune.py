@@ -21,7 +21,7 @@ def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
     return shared_cluster(request.config)
 
 
-def test_tune_sweep_runs_trials_as_child_runs_and_registers_the_best(
+def test_tune_sweep_runs_trials_as_child_runs_and_registers_the_best_scoring_trial(
     ray_cluster: Cluster, tmp_path: Path
 ) -> None:
     base = tiny_config(
@@ -71,6 +71,13 @@ def test_tune_sweep_runs_trials_as_child_runs_and_registers_the_best(
     assert len(children) == 2
     assert all(c.data.tags["taktline.backend"] == "rllib" for c in children)
     assert best["run_id"] in {c.info.run_id for c in children}
-    version = client.get_model_version_by_alias("tiny-sweep", "candidate")
-    assert version.run_id == best["run_id"]
+    # the best: the highest score (profit) among the trials that finished with a model
+    finished = [t for t in best["trials"] if t["model_uri"]]
+    assert best["score"] == max(t["score"] for t in finished)
+    assert best["run_id"] == max(finished, key=lambda t: t["score"])["run_id"]
+    (version,) = client.search_model_versions("name='tiny-sweep'")
+    assert version.run_id == best["run_id"] and version.version == best["model_version"]
     assert parent[0].data.tags["taktline.best_run_id"] == best["run_id"]
+    # no eval.baselines in this sweep: nothing to beat, so registered without the alias
+    assert version.tags["verdict"].startswith("none")
+    assert "candidate" not in dict(client.get_registered_model("tiny-sweep").aliases)

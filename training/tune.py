@@ -15,7 +15,8 @@ Every trial trains one config with the base's backend and reports its evaluation
 (``eval.<metric>``, the best so far) per iteration; ASHA stops poor trials early, and at most
 as many trials run at once as the cluster has CPUs for. Tracking: one MLflow parent run for the
 sweep with one child run per trial (``mlflow.parentRunId``); the best trial's policy is
-registered under the sweep's ``name`` with the ``candidate`` alias.
+registered under the sweep's ``name`` with its held-out verdict as tags, and gets the
+``candidate`` alias only when that verdict is a win over the best rule.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def run_trial(
             "steps": float(result.num_timesteps),
             "run_id": result.run_id,
             "model_uri": result.model_uri or "",
+            "verdict": json.dumps(result.verdict),  # held-out, vs the best rule (or null)
         }
     )
 
@@ -316,16 +318,27 @@ def sweep(
         mlflow.log_params({f"best.{k}": v for k, v in best["params"].items()})
         mlflow.set_tag("taktline.best_run_id", best["run_id"])
         if sweep_cfg.register_model:
+            from taktline.training.run import verdict_line, verdict_tags
+
+            verdict = best.get("verdict")
+            won = bool(verdict and verdict["won"])
             best["model_version"] = tracking.register(
                 best["model_uri"],
                 sweep_cfg.name,
-                sweep_cfg.alias,
-                tags={"run_id": best["run_id"], "sweep_run_id": parent.info.run_id},
+                sweep_cfg.alias if won else None,  # the alias only for a held-out win
+                tags={
+                    "run_id": best["run_id"],
+                    "sweep_run_id": parent.info.run_id,
+                    **verdict_tags(verdict),
+                },
             )
+            where = f"as @{sweep_cfg.alias}" if won else "without an alias"
             console.print(
-                f"registered {sweep_cfg.name} version {best['model_version']} as "
-                f"@{sweep_cfg.alias} (trial {best['trial_id']}, {metric} "
-                f"{float(best['score']):.4g})"
+                f"registered {sweep_cfg.name} version {best['model_version']} {where} "
+                f"(trial {best['trial_id']}, {metric} {float(best['score']):.4g}): "
+                + (verdict_line(verdict) if verdict else "no eval.baselines to beat"),
+                markup=False,
+                highlight=False,
             )
     return {**best, "parent_run_id": parent.info.run_id, "metric": metric, "trials": rows}
 
@@ -344,6 +357,7 @@ def _trial_rows(grid: Any) -> list[dict[str, Any]]:
                 "steps": m.get("steps"),
                 "run_id": m.get("run_id"),
                 "model_uri": m.get("model_uri") or None,
+                "verdict": json.loads(m["verdict"]) if m.get("verdict") else None,
                 "error": repr(res.error) if res.error else None,
             }
         )
