@@ -255,11 +255,14 @@ def _untagged(exc: RequestValidationError) -> RequestValidationError:
 
 def _json_safe(value: Any) -> Any:
     """``value`` with every non-finite float as the string JSON parsers that allow it write
-    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``): strict JSON has no such numbers."""
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``): strict JSON has no such numbers; and every
+    string encodable as UTF-8 (a lone surrogate as its escape)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):  # a lone surrogate ("\\ud800") json.loads let through
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from taktline.envs.spec import LineSpec
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_INT = 2**53
+"""The largest integer a request may hold: every float64 (JSON number) up to it is exact, and a
+larger one (``10**400``) would overflow the float conversions of the rules and codecs."""
 Name = Field(min_length=1, max_length=200)
 
 
@@ -26,11 +29,11 @@ class JobRecord(BaseModel):
     id: str = Name
     product: str = Name
     family: str = Field(max_length=200)
-    step: int = Field(ge=0)
-    n_steps: int = Field(ge=1)
+    step: int = Field(ge=0, le=MAX_INT)
+    n_steps: int = Field(ge=1, le=MAX_INT)
     processing_time: float = Field(ge=0)
     remaining_work: float = Field(ge=0)
-    remaining_ops: int = Field(ge=0)
+    remaining_ops: int = Field(ge=0, le=MAX_INT)
     due_date: float | None = None
     arrival_time: float = Field(ge=0)
     queue_entry_time: float = Field(ge=0)
@@ -53,7 +56,7 @@ class StationRecord(BaseModel):
     model_config = _STRICT
 
     name: str = Name
-    buffer_capacity: int | None = Field(default=None, ge=0)
+    buffer_capacity: int | None = Field(default=None, ge=0, le=MAX_INT)
     queue: list[JobRecord] = Field(max_length=100_000)
     machines: list[MachineRecord] = Field(min_length=1, max_length=10_000)
 
@@ -77,7 +80,7 @@ class Snapshot(BaseModel):
     line: str = Name
     spec_hash: str = Field(max_length=200)
     time_unit: str = Field(max_length=20)
-    wip: int = Field(ge=0)
+    wip: int = Field(ge=0, le=MAX_INT)
     decision: DecisionPoint
     stations: list[StationRecord] = Field(min_length=1, max_length=10_000)
     pool: list[JobRecord] = Field(default_factory=list, max_length=100_000)
@@ -191,9 +194,9 @@ class JobShopCandidate(BaseModel):
 
     model_config = _STRICT
 
-    job: int = Field(ge=0)
-    start: int = Field(ge=0)
-    processing_time: int = Field(ge=0)
+    job: int = Field(ge=0, le=MAX_INT)
+    start: int = Field(ge=0, le=MAX_INT)
+    processing_time: int = Field(ge=0, le=MAX_INT)
 
 
 class JobShopDecisionPoint(BaseModel):
@@ -202,7 +205,7 @@ class JobShopDecisionPoint(BaseModel):
     model_config = _STRICT
 
     kind: Literal["dispatch"]
-    machine: int = Field(ge=0)
+    machine: int = Field(ge=0, le=MAX_INT)
     candidates: list[JobShopCandidate] = Field(min_length=1, max_length=100_000)
 
 
@@ -211,11 +214,13 @@ class JobShopMachine(BaseModel):
 
     model_config = _STRICT
 
-    id: int = Field(ge=0)
-    available: int = Field(ge=0)
+    id: int = Field(ge=0, le=MAX_INT)
+    available: int = Field(ge=0, le=MAX_INT)
 
 
-Alternative = Annotated[list[int], Field(min_length=2, max_length=2)]
+Alternative = Annotated[
+    list[Annotated[int, Field(ge=0, le=MAX_INT)]], Field(min_length=2, max_length=2)
+]
 """``[machine, processing time]``."""
 
 
@@ -224,11 +229,11 @@ class JobShopJob(BaseModel):
 
     model_config = _STRICT
 
-    id: int = Field(ge=0)
-    ready: int = Field(ge=0)
-    next_op: int = Field(ge=0)
-    n_ops: int = Field(ge=1)
-    release_date: int = Field(default=0, ge=0)
+    id: int = Field(ge=0, le=MAX_INT)
+    ready: int = Field(ge=0, le=MAX_INT)
+    next_op: int = Field(ge=0, le=MAX_INT)
+    n_ops: int = Field(ge=1, le=MAX_INT)
+    release_date: int = Field(default=0, ge=0, le=MAX_INT)
     due_date: float | None = None
     operations: list[Annotated[list[Alternative], Field(min_length=1)]] = Field(max_length=100_000)
 
@@ -241,9 +246,9 @@ class JobShopSnapshot(BaseModel):
     kind: Literal["jobshop"]
     instance: str = Field(max_length=200)
     scheme: Literal["active", "non-delay"]
-    time: int = Field(ge=0)
-    makespan: int = Field(ge=0)
-    time_scale: int = Field(ge=1)
+    time: int = Field(ge=0, le=MAX_INT)
+    makespan: int = Field(ge=0, le=MAX_INT)
+    time_scale: int = Field(ge=1, le=MAX_INT)
     machines: list[JobShopMachine] = Field(min_length=1, max_length=10_000)
     jobs: list[JobShopJob] = Field(min_length=1, max_length=100_000)
     decision: JobShopDecisionPoint | None

@@ -288,3 +288,18 @@ def test_readyz_tells_anonymous_callers_only_whether_and_how_many(
             r = c.get("/readyz")
         assert r.status_code == 503 and list(r.json()["missing"]) == ["broken"]
         assert "bundle.json" in r.json()["missing"]["broken"]  # the details, for a key holder
+
+
+def test_huge_integers_and_lone_surrogates_are_4xx_in_json_on_both_paths(
+    servers: dict[str, Server], snapshot: dict[str, Any]
+) -> None:
+    """``10**400`` overflowed the job-shop rule's float conversions (500); a lone surrogate
+    echoed in a 422 could not be encoded as UTF-8 (500)."""
+    shop, _ = jobshop_snapshots()[3]
+    for loc in [("time",), ("machines", 1, "available"), ("jobs", 0, "operations", 1, 0, 1)]:
+        body = with_token(shop, _set(*loc), str(10**400))
+        code, answer = both(servers, SHOP, content=body, headers={**AUTH, **JSON})
+        assert code == 422 and [e["loc"] for e in answer["detail"]] == [["body", *loc]]
+    for body in (b'"\\ud800"', with_token(snapshot, _set("wip"), '"\\ud800"')):
+        code, answer = both(servers, DECIDE, content=body, headers={**AUTH, **JSON})
+        assert code == 422, answer
