@@ -1,11 +1,13 @@
 """The FastAPI app: one factory, :func:`create_app`, used by uvicorn, tests and Ray Serve alike.
 
-Routes (``/v1/*`` need a bearer API key unless ``env`` is ``local``/``dev``):
+Routes (``/v1/*`` need a bearer API key unless ``env`` is ``local`` or the server runs
+``--insecure``):
 
 * ``POST /v1/policies/{name}/decide`` — plant snapshot in, domain decision out.
 * ``POST /v1/policies/{name}/act`` — batched encoded observations (+ masks) in, actions out.
 * ``GET /v1/policies``, ``POST /v1/policies/{name}/reload``.
-* ``GET /healthz`` (process up), ``GET /readyz`` (every policy loaded), ``GET /metrics``.
+* ``GET /healthz`` (process up), ``GET /readyz`` (every policy loaded; load errors only for
+  a key holder), ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -200,8 +202,11 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         )
 
     @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        """The process is up."""
+    async def healthz() -> dict[str, str | bool]:
+        """The process is up (and ``insecure: true`` when it serves without authentication
+        outside ``env=local``, started with ``--insecure``)."""
+        if settings.insecure_mode:
+            return {"status": "ok", "insecure": True}
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})

@@ -303,3 +303,14 @@ def test_huge_integers_and_lone_surrogates_are_4xx_in_json_on_both_paths(
     for body in (b'"\\ud800"', with_token(snapshot, _set("wip"), '"\\ud800"')):
         code, answer = both(servers, DECIDE, content=body, headers={**AUTH, **JSON})
         assert code == 422, answer
+
+
+def test_healthz_says_insecure_when_auth_is_off_outside_local(
+    paths: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {"TAKTLINE_AUTH": "false", "TAKTLINE_INSECURE": "true"}
+    policies = {"bodyshop": str(paths["bodyshop"])}
+    with run_server(policies, tmp_path, env=env) as server, server.client() as anon:
+        assert anon.get("/healthz").json() == {"status": "ok", "insecure": True}
+    with run_server(policies, tmp_path) as server, server.client() as anon:
+        assert anon.get("/healthz").json() == {"status": "ok"}
