@@ -112,7 +112,8 @@ def test_engine_invariants_hold_on_random_lines(data: dict[str, Any], rule: str,
     assert len(places) == len(set(places)), "a job is in two places at once"
     assert created == len(places) + departed
     assert twin.wip == len(places) - len(twin.pool)
-    # routing order: the stations where each job started are a prefix of its routing
+    # routing order: the stations where a job in the line started are a prefix of its routing;
+    # a departed job started at every station of one product's routing, in order
     routes = {j.id: j.route for j in twin.jobs_in_line.values()}
     started: dict[str, list[str]] = {}
     for e in log:
@@ -122,10 +123,26 @@ def test_engine_invariants_hold_on_random_lines(data: dict[str, Any], rule: str,
     for jid, route in routes.items():
         seq = started.get(f"J-{jid}", [])
         assert seq == [names[r] for r in route[: len(seq)]]
-    # per-machine: no overlapping processing
-    busy_until: dict[str, float] = {}
+    full_routes = [[p.station for p in product.routing] for product in spec.products]
+    departures = [e["job"] for e in log if e["event"] == "departure"]
+    for job in departures:
+        assert started.get(job) in full_routes, (job, started.get(job), full_routes)
+    assert len(set(departures)) == len(departures), "a job departed twice"
+    # a machine holds at most one job, and a job is on at most one machine: a setup or start
+    # only on a free machine (or the start that ends the same job's setup), a finish only of
+    # the job the machine processes, on a machine of the event's station
+    holding: dict[str, tuple[str, str]] = {}  # machine -> (job, "setup" | "busy")
+    on_machine: dict[str, str] = {}  # job -> machine
     for e in log:
-        if e["event"] in ("start", "setup"):
-            assert e["time"] >= busy_until.get(e["machine"], 0.0) - 1e-9
-        if e["event"] == "finish":
-            busy_until[e["machine"]] = e["time"]
+        kind, job, machine = e["event"], e["job"], e["machine"]
+        if kind not in ("setup", "start", "finish"):
+            continue
+        assert machine.startswith(f"{e['station']}.M"), e
+        if kind == "finish":
+            assert holding.pop(machine, None) == (job, "busy"), e
+            del on_machine[job]
+            continue
+        assert holding.get(machine) in (None, (job, "setup")), (e, holding.get(machine))
+        assert on_machine.get(job) in (None, machine), (e, on_machine.get(job))
+        holding[machine] = (job, kind if kind == "setup" else "busy")
+        on_machine[job] = machine
