@@ -106,6 +106,7 @@ def test_a_sample_drawn_before_reset_is_redrawn_over_the_new_mask() -> None:
     assert isinstance(stale, SampledAction)
     env.reset(seed=0)
     first_mask = env.unwrapped.action_masks()  # type: ignore[attr-defined]
+    assert not first_mask[int(stale)]  # the premise: as drawn, it is infeasible here
     env.step(stale)  # never raises: redrawn from the same uniform draw
     with pytest.raises(InfeasibleActionError):
         env.reset(seed=0)
