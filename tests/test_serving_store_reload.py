@@ -57,7 +57,6 @@ def _p99_ms(latencies: list[float]) -> float:
     return float(np.percentile(np.asarray(latencies) * 1000.0, 99))
 
 
-@pytest.mark.slow  # waits out a registry timeout; about 30 s
 def test_hanging_registry_with_50_concurrent_reloads_does_not_starve_decide_or_act(
     tmp_path: Path,
 ) -> None:
