@@ -53,7 +53,7 @@ class PolicyUnusable(Exception):
 class PolicyAnswer:
     """A decision made by a policy version."""
 
-    action: int
+    action: int | None
     decision: dict[str, Any]
     version: str
 
@@ -129,6 +129,9 @@ def policy_decision(loaded: LoadedPolicy, snapshot: dict[str, Any]) -> PolicyAns
     Raises:
         PolicyUnusable: with the reason the fallback will report.
     """
+    if loaded.rule is not None:  # a rule served as the policy: the fallback's own code
+        config = loaded.config.model_copy(update={"fallback_rule": loaded.rule})
+        return PolicyAnswer(None, rule_decision(snapshot, config), loaded.version)
     kind, trained_on = snapshot_kind(snapshot), loaded.bundle.env_id
     if (kind == "jobshop") != (trained_on == JOBSHOP_ID):
         raise PolicyUnusable(
@@ -292,6 +295,12 @@ class DecisionService:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 f"policy {name!r} has no loaded version: {self.store.errors.get(name)}",
+            )
+        if loaded.rule is not None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"policy {name!r} serves the rule {loaded.rule}, which decides from snapshots: "
+                f"POST /v1/policies/{name}/decide (a rule has no observation interface for /act)",
             )
         obs, masks = self._check_batch(loaded, request)
         try:
