@@ -186,10 +186,10 @@ print("SERVING-OK")
     assert "SERVING-OK" in proc.stdout
     table = json.loads(proc.stdout[: proc.stdout.index("SERVING-OK")])
     rows = {r["policy"]: r for r in table["summary"]}
-    assert set(rows) == {"models:/tiny-job/1", "FIFO"}
+    assert set(rows) == {"tiny-job/v1[greedy]", "FIFO"}  # the registered version, greedy
     assert all(r["n"] == 2 for r in rows.values()) and table["seeds"] == [0, 1]
     (paired,) = table["paired"]  # the bundle against FIFO on the same two seeds
-    assert paired["n"] == 2 and paired["reference"] == "models:/tiny-job/1"
+    assert paired["n"] == 2 and paired["reference"] == "tiny-job/v1[greedy]"
 
 
 # ---- fault tolerance: a dying env runner ------------------------------------------------------
