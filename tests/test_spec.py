@@ -136,3 +136,54 @@ def test_distributions_sample_their_stated_mean_and_variance(
     assert abs(x.mean() - d.mean) <= 4 * se + 1e-12
     if d.scv > 0:  # the variance estimate within 5% (200k draws)
         assert x.var() / d.mean**2 == pytest.approx(d.scv, rel=0.05)
+
+
+def test_warmup_at_or_past_the_horizon_is_rejected() -> None:
+    data = _with(["warmup"], 100.0)
+    data["horizon"] = 100.0
+    problems = _problems(data)
+    assert any(p.startswith("warmup: must be < horizon (100), got 100") for p in problems), problems
+
+
+def test_non_finite_numbers_in_a_spec_are_rejected() -> None:
+    problems = _problems(_with(["arrivals", "rate"], float("nan")))
+    assert any(p.startswith("arrivals.rate: must be a finite number") for p in problems), problems
+
+
+def test_yaml_aliases_are_allowed_in_moderation_and_bombs_refused(tmp_path: Any) -> None:
+    import yaml
+
+    shared = yaml.safe_dump(BASE).replace("rate: 0.5", "rate: &t 0.5")  # arrivals come first
+    shared = shared.replace("processing_time: 1.0", "processing_time: *t")
+    ok = tmp_path / "aliases.yaml"
+    ok.write_text(shared)
+    assert load_spec(ok).products[0].routing[0].processing_time.mean == 0.5
+    levels = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{cur}: &{cur} [{', '.join([f'*{prev}'] * 10)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")  # 10**9 leaves once expanded
+    with pytest.raises(SpecError, match="expands to more than 1,000,000 nodes"):
+        load_spec(bomb)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x00\x01\x02binary", "is a binary file"),
+        ("name: Fräsen\n".encode("latin-1"), "is not UTF-8 text"),
+        (b"", "the file is empty"),
+    ],
+)
+def test_unreadable_spec_files_name_the_problem(
+    tmp_path: Any, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError, match=expected):
+        load_spec(path)
+
+
+def test_a_directory_is_not_a_spec(tmp_path: Any) -> None:
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec(tmp_path)
