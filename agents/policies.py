@@ -417,7 +417,16 @@ def load_policy(ref: str, seed: int = 0) -> Policy:
     if head in DISPATCH_RULES or head in RELEASE_RULES:
         return RulePolicy(text)
     if head == "CPSAT" or head.startswith("CPSAT:"):
-        limit = float(text.partition(":")[2] or 10.0)
+        raw = text.partition(":")[2].strip() or "10"
+        try:
+            limit = float(raw)
+        except ValueError:
+            limit = float("nan")
+        if not (limit > 0 and limit < float("inf")):
+            raise PolicyError(
+                f"policy {ref!r}: cpsat's time limit must be a positive number of seconds, "
+                f"got {raw!r}; e.g. cpsat:30"
+            )
         return CpSatPolicy(time_limit_s=limit)
     bundle = load_bundle(text)
     deterministic, best_of = True, 0

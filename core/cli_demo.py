@@ -230,6 +230,13 @@ def demo(
     out: Annotated[Path, typer.Option(help="folder for pictures and reports")] = Path("out"),
 ) -> None:
     """Run the main job: simulate, train, judge on held-out seeds, serve what won."""
+    from taktline.errors import check_number
+
+    # every number is checked before the first step, so a typo never costs a simulation
+    check_number("--seed", seed, minimum=0, hint="e.g. --seed 0")
+    check_number("--timesteps", timesteps, above=0, hint="e.g. --timesteps 30000")
+    check_number("--minutes", minutes, above=0, hint="e.g. --minutes 6")
+    check_number("--episodes", episodes, minimum=2, hint="a paired test needs 2 or more")
     out.mkdir(parents=True, exist_ok=True)
     console.print(Panel.fit("taktline demo — 1/5: simulate the line under classic rules"))
     rules = simulate_rules(line, replications, seed, out)

@@ -167,7 +167,14 @@ def evaluate(
         raise SpecError(f"--env-kwargs: expected a JSON object, got {env_kwargs!r}")
     if episodes < 1:
         raise SpecError(f"--episodes: must be >= 1, got {episodes}")
-    policies = [load_policy(ref) for ref in policy]
+    if seed < 0:
+        raise SpecError(f"--seed: must be >= 0, got {seed}; e.g. --seed 0")
+    policies = []
+    for ref in policy:
+        try:
+            policies.append(load_policy(ref))
+        except PolicyError as exc:
+            raise PolicyError(f"--policy {ref}: {exc}") from None
     if instances:
         names = [n.strip() for n in instances.split(",") if n.strip()]
         cases = [Case(n, {**kwargs, "instance": n}, seed) for n in names]

@@ -4,8 +4,7 @@ Each case runs the real ``taktline`` app in-process (``CliRunner`` on ``taktline
 command group is what turns taktline errors into one ``error:`` line and exit 2 for the console
 entry point too) and asserts a non-zero exit, a message naming the offending option, field or
 file problem, and no traceback — neither printed nor escaping the command. Every case fails on
-validation, so nothing trains, tunes or serves. Cases that fail today in commands owned by
-others are strict xfails: they turn red when fixed, which says to drop the mark.
+validation, so nothing trains, tunes or serves.
 """
 
 from __future__ import annotations
@@ -76,10 +75,6 @@ def invoke(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str
     if result.exc_info is not None and not isinstance(result.exception, SystemExit):
         text += "".join(traceback.format_exception(*result.exc_info))
     return result.exit_code, text
-
-
-def _xfail(owner: str, why: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"owner: {owner} — {why}")
 
 
 # (command line with {d} for the folder of bad files, text the error must contain)
@@ -155,11 +150,11 @@ CASES: list[Any] = [
     # ---- train (B): configs and options, all rejected before training starts
     ("train {d}/missing.yaml", "no such file"),
     ("train", "CONFIG"),
-    pytest.param("train {d}/bin.yaml", "binary", marks=_xfail("B", "binary config: traceback")),
-    pytest.param(
-        "train {d}/subdir", "directory", marks=_xfail("B", "a directory is 'no such file'")
-    ),
+    ("train {d}/bin.yaml", "binary"),
+    ("train {d}/subdir", "directory"),
     ("train {d}/config_typo.yaml", "envv"),
+    ("train {d}/bomb.yaml", "aliases"),
+    ("tune {d}/bomb.yaml", "aliases"),
     ("train bodyshop_dispatch --set noequals", "--set"),
     ("train bodyshop_dispatch --backend nope", "--backend"),
     ("train bodyshop_dispatch --address 127.0.0.1:1", "--address"),
@@ -168,39 +163,19 @@ CASES: list[Any] = [
     ("evaluate --policy SPT --env taktline/LineDispatch-v0 --env-kwargs [1]", "--env-kwargs"),
     ("evaluate --policy SPT --env taktline/LineDispatch-v0 --episodes 0", "--episodes"),
     ("evaluate --env taktline/LineDispatch-v0", "--policy"),
-    pytest.param(
-        "evaluate --policy SPT --env taktline/LineDispatch-v0 --episodes 1 --seed -1",
-        "--seed",
-        marks=_xfail("B", "a negative --seed reaches numpy: traceback"),
-    ),
-    pytest.param(
-        "evaluate --policy cpsat:abc --env taktline/JobShop-v0 --episodes 1",
-        "cpsat",
-        marks=_xfail("B", "cpsat:abc time limit: float() traceback in load_policy"),
-    ),
-    pytest.param(
-        "evaluate --policy {d}/subdir --env taktline/LineDispatch-v0 --episodes 1",
-        "--policy",
-        marks=_xfail("B", "a non-bundle folder as --policy: error does not name --policy"),
-    ),
+    ("evaluate --policy SPT --env taktline/LineDispatch-v0 --episodes 1 --seed -1", "--seed"),
+    ("evaluate --policy cpsat:abc --env taktline/JobShop-v0 --episodes 1", "cpsat"),
+    ("evaluate --policy {d}/subdir --env taktline/LineDispatch-v0 --episodes 1", "--policy"),
     # ---- tune (B)
     ("tune {d}/missing.yaml", "missing.yaml"),
     ("tune {d}/sweep_bad.yaml", "bogus_field"),
-    pytest.param("tune {d}/bin.yaml", "binary", marks=_xfail("B", "binary sweep: traceback")),
+    ("tune {d}/bin.yaml", "binary"),
     ("tune sweep_bodyshop --set noequals", "--set"),
     # ---- demo (B): rejected before any simulation
     ("demo --replications 1", "--replications"),
     ("demo --line no-such-line --out {d}/demo-out", "no line called"),
-    pytest.param(
-        "demo --seed -1 --simulate-only --replications 2 --out {d}/demo-out",
-        "--seed",
-        marks=_xfail("B", "a negative --seed reaches numpy: traceback"),
-    ),
-    pytest.param(
-        "demo --timesteps -5 --line no-such-line --out {d}/demo-out",
-        "--timesteps",
-        marks=_xfail("B", "--timesteps is not checked before the simulation step"),
-    ),
+    ("demo --seed -1 --simulate-only --replications 2 --out {d}/demo-out", "--seed"),
+    ("demo --timesteps -5 --line no-such-line --out {d}/demo-out", "--timesteps"),
 ]
 
 

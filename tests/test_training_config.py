@@ -74,7 +74,7 @@ def test_file_and_syntax_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(SpecError, match="not valid YAML"):
+    with pytest.raises(SpecError, match="cannot parse the YAML"):
         load_config(bad)
     with pytest.raises(SpecError, match="expected key=value"):
         apply_overrides({}, ["budget.total_timesteps"])

@@ -191,22 +191,22 @@ def bundled_configs() -> list[str]:
 
 
 def _read(path: str | Path) -> tuple[dict[str, Any], str]:
+    from taktline.envs.files import load_data_file, load_yaml
+
     p = Path(path)
-    if p.is_file():
-        text, source = p.read_text(), str(p)
+    if p.exists():
+        # the guarded reader: size cap, binary/non-UTF-8/directory refused, no alias bombs
+        data, source = load_data_file(p, "training config"), str(p)
     elif str(path) in bundled_configs() or f"{path}.yaml" in bundled_configs():
         name = str(path) if str(path).endswith(".yaml") else f"{path}.yaml"
         text = resources.files("taktline.training.configs").joinpath(name).read_text()
-        source = name
+        data, source = load_yaml(text, name), name
     else:
         raise SpecError(
             f"config {str(path)!r}: no such file; give a YAML path or one of "
             f"{', '.join(bundled_configs())}"
         )
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"not valid YAML: {exc}", source=source) from exc
+    data = data or {}
     if not isinstance(data, dict):
         raise SpecError(f"expected a mapping at the top, got {type(data).__name__}", source=source)
     return data, source

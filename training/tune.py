@@ -28,10 +28,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.console import Console
 
+from taktline.envs.files import load_yaml
 from taktline.errors import SpecError
 from taktline.training import tracking
 from taktline.training.config import TrainConfig, _read, apply_overrides, validate_config
@@ -111,7 +111,7 @@ def load_sweep(
 
 def _read_sweep(path: str | Path) -> tuple[dict[str, Any], str]:
     """A sweep file's data: a path, or the name of a bundled example (``sweep_*.yaml``)."""
-    if Path(path).is_file():
+    if Path(path).exists():
         return _read(path)
     name = str(path) if str(path).endswith(".yaml") else f"{path}.yaml"
     bundled = resources.files("taktline.training.configs").joinpath(name)
@@ -120,7 +120,7 @@ def _read_sweep(path: str | Path) -> tuple[dict[str, Any], str]:
             f"sweep {str(path)!r}: no such file; give a YAML path or a bundled sweep "
             "(sweep_bodyshop.yaml)"
         )
-    data = yaml.safe_load(bundled.read_text()) or {}
+    data = load_yaml(bundled.read_text(), name) or {}
     if not isinstance(data, dict):
         raise SpecError(f"expected a mapping at the top, got {type(data).__name__}", source=name)
     return data, name
