@@ -8,7 +8,6 @@ and registers it. The backends add how a model is exported and checkpointed.
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 import shutil
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from taktline.agents.bundle import PolicyBundle, make_lineage
+from taktline.agents.bundle import PolicyBundle, file_sha256, make_lineage
 from taktline.agents.policies import NeuralPolicy, RulePolicy
 from taktline.errors import PolicyError, SpecError, TaktlineError
 from taktline.training import tracking
@@ -72,14 +71,6 @@ def check_env(cfg: TrainConfig) -> None:
 
 
 # ---- checkpoint integrity ------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checkpoint_files(folder: Path) -> list[Path]:
     """The files of a checkpoint folder that a resume reads (not the state file, not the
     hidden temporaries of an interrupted write)."""
@@ -94,7 +85,7 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 
 def checkpoint_digests(folder: Path) -> dict[str, str]:
     """The sha256 of every checkpoint file in ``folder``, by path relative to it."""
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in _checkpoint_files(folder)}
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in _checkpoint_files(folder)}
 
 
 def verify_checkpoint(folder: Path, state: RunState) -> None:
