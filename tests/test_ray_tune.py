@@ -76,7 +76,7 @@ def test_tune_sweep_runs_trials_as_child_runs_and_registers_the_best_scoring_tri
     assert best["score"] == max(t["score"] for t in finished)
     assert best["run_id"] == max(finished, key=lambda t: t["score"])["run_id"]
     (version,) = client.search_model_versions("name='tiny-sweep'")
-    assert version.run_id == best["run_id"] and version.version == best["model_version"]
+    assert version.run_id == best["run_id"] and str(version.version) == str(best["model_version"])
     assert parent[0].data.tags["taktline.best_run_id"] == best["run_id"]
     # no eval.baselines in this sweep: nothing to beat, so registered without the alias
     assert version.tags["verdict"].startswith("none")
