@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One Ray auth token per test session, in the environment before anything imports Ray.
+
+    Ray keeps token authentication on and reads its auth mode once, when ``ray`` is first
+    imported; the token comes from ``RAY_AUTH_TOKEN`` before any file. Setting both here, for
+    this process and every child (``ray start``, drivers, ``ray job submit``, Serve replicas),
+    means the clusters a session starts and the clients that talk to them always agree, and a
+    stale ``~/.ray/auth_token`` left by another run (or its absence) cannot matter.
+    """
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ dashboard (the job server), and terminates that one ``ray start`` process at the
 session, which takes down every process it started. ``ray stop`` is deliberately not used: it
 stops *every* Ray on the machine, including other people's.
 
-Token authentication stays on (Ray's default): the fixture sets ``RAY_AUTH_MODE=token`` for
-this process and its children, so drivers, ``ray job submit`` and the state API present the
-local token.
+Token authentication stays on (Ray's default): ``tests/conftest.py`` puts a fresh session token
+and ``RAY_AUTH_MODE=token`` into the environment before Ray is imported, so the cluster, drivers,
+``ray job submit`` and the state API all present the same token.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class Cluster:
         return {
             **os.environ,
             "RAY_ADDRESS": self.address,
-            "RAY_AUTH_MODE": "token",
             "PYTHONUNBUFFERED": "1",
             **extra,
         }
@@ -64,7 +63,6 @@ class Cluster:
 
 def start_cluster(num_cpus: int = 2, timeout_s: float = 120.0) -> Cluster:
     """``ray start --head --block`` on free ports; returns once the dashboard answers."""
-    os.environ["RAY_AUTH_MODE"] = "token"
     tmp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")  # short: Ray's socket paths are limited
     port, dash = free_port(), free_port()
     cmd = [
@@ -102,7 +100,7 @@ def start_cluster(num_cpus: int = 2, timeout_s: float = 120.0) -> Cluster:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "RAY_AUTH_MODE": "token"},
+        env=dict(os.environ),
     )
     url = f"http://127.0.0.1:{dash}"
     deadline = time.monotonic() + timeout_s
