@@ -25,7 +25,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mypy_extensions import mypyc_attr
@@ -42,6 +42,9 @@ from taktline.envs.spec import (
     RenewalArrivals,
 )
 from taktline.errors import InfeasibleActionError, PolicyError
+
+if TYPE_CHECKING:
+    from taktline.envs.snapshot import LineSnapshot
 
 # event kinds (the order breaks no ties: equal times are served first-scheduled first)
 ARRIVAL, FINISH, FAIL, REPAIR, REVIEW, WARMUP = range(6)
@@ -338,6 +341,7 @@ class Twin:
             for m in ss.machines:
                 m.plain = ss.setup_default is None and not m.busy_basis
         self.pool: deque[Job] = deque()
+        self.last_arrival = -_INF  # time of the latest order (snapshots report it)
         self.jobs_in_line: dict[int, Job] = {}
         self.wip = 0
         self.log: list[tuple[float, str, int, int, int]] | None = [] if log_events else None
@@ -470,6 +474,7 @@ class Twin:
             due_t,
         )
         self.pool.append(job)
+        self.last_arrival = now
         # _emit written out: one arrival per order
         if self.log is not None:
             self.log.append((now, "arrival", jid, -1, -1))
@@ -1035,8 +1040,8 @@ class Twin:
         """Profit accumulated since the statistics started (for rewards between decisions)."""
         return self.kpis().profit
 
-    def snapshot(self) -> dict[str, Any]:
-        """The twin's state as plain JSON-serializable data (see :mod:`taktline.envs.snapshot`)."""
+    def snapshot(self) -> LineSnapshot:
+        """The twin's state now as a typed :class:`~taktline.envs.snapshot.LineSnapshot`."""
         from taktline.envs.snapshot import make_snapshot
 
         return make_snapshot(self)
