@@ -4,7 +4,9 @@ A :class:`Policy` answers in two places:
 
 * :meth:`Policy.choose` — the action for a taktline env's current state (training evaluation
   and benchmarks step real environments, so every policy is compared like with like);
-* :meth:`Policy.decide` — the domain decision for a snapshot (plain data, as serving gets it).
+* :meth:`Policy.decide` — the :class:`~taktline.envs.decision.Decision` for a snapshot (the
+  typed :mod:`taktline.envs.snapshot`; a dict is validated into one), the one decide path of
+  serving, its fallback and the envs' rule actions.
 
 Neural policies also have :meth:`Policy.act` on batches of encoded observations and masks.
 :func:`load_policy` turns a reference into a policy: a bundle directory, an MLflow model URI
@@ -17,7 +19,7 @@ rollouts and the greedy one, simulated on a copy of the env before the first dec
 >>> from taktline.envs.jobshop import JobShopState, load_bundled
 >>> from taktline.envs.encoding_jobshop import jobshop_snapshot
 >>> snap = jobshop_snapshot(JobShopState(load_bundled("ft06")))
->>> p.decide(snap)["job"], load_policy("MWKR").decide(snap)["job"]
+>>> p.decide(snap).job, load_policy("MWKR").decide(snap).job
 (0, 2)
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,16 @@ import gymnasium as gym
 import numpy as np
 
 from taktline.agents.bundle import BUNDLE_FILE, PolicyBundle
+from taktline.envs.decision import Decision
+from taktline.envs.snapshot import (
+    Candidate,
+    JobShopSnapshot,
+    LineSnapshot,
+    Snapshot,
+    as_snapshot,
+    line_candidates,
+    pending_dispatch,
+)
 from taktline.errors import PolicyError
 
 JOBSHOP_ID = "taktline/JobShop-v0"
@@ -53,8 +66,8 @@ class Policy:
         """The action for ``env``'s current state (``obs`` and ``mask`` as the env gave them)."""
         raise NotImplementedError
 
-    def decide(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """The domain decision for a snapshot."""
+    def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
+        """The decision for a snapshot (a dict is validated into a typed snapshot first)."""
         raise NotImplementedError
 
     def act(
@@ -166,14 +179,18 @@ class NeuralPolicy(Policy):
         assert best is not None
         return best[1]
 
-    def _codec(self, snapshot: dict[str, Any]) -> Any:
+    def _codec(self, snapshot: Snapshot) -> Any:
         from taktline.envs.encoding import make_codec
 
         kw = dict(self.bundle.env_kwargs)
         key = (0, 0)
         if self.bundle.env_id == JOBSHOP_ID and self.bundle.size_agnostic:
             # a size-agnostic policy runs on any shop: pad to at least the snapshot's size
-            n_j, n_m = len(snapshot.get("jobs", ())), len(snapshot.get("machines", ()))
+            n_j, n_m = (
+                (len(snapshot.jobs), len(snapshot.machines))
+                if isinstance(snapshot, JobShopSnapshot)
+                else (0, 0)
+            )
             key = (
                 max(int(kw.get("max_jobs") or 0), n_j),
                 max(int(kw.get("max_machines") or 0), n_m),
@@ -183,45 +200,97 @@ class NeuralPolicy(Policy):
             self._codecs[key] = make_codec(self.bundle.env_id, kw)
         return self._codecs[key]
 
-    def decide(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        codec = self._codec(snapshot)
-        obs, mask = codec.encode(snapshot)
+    def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
+        snap = as_snapshot(snapshot)
+        codec = self._codec(snap)
+        obs, mask = codec.encode(snap)
         a = self._one(obs, mask, self.deterministic)
-        return dict(codec.decode(snapshot, a))
+        decision: Decision = codec.decode(snap, a)
+        return decision
 
 
 # ---- rules -----------------------------------------------------------------------------------
 class RulePolicy(Policy):
     """A dispatching rule (``SPT``, ``MWKR``, ...) or release rule (``CONWIP(12)``) as a policy.
 
-    In an env the rule chooses among the actions the mask allows (the first ``max_queue``
-    waiting jobs of a line), so it competes on the same decisions as a trained policy.
+    :meth:`decide` is the only place a rule meets a snapshot: serving's fallback calls it, and
+    :meth:`choose` in an env decides on the env's snapshot and maps the decision to the action
+    that means it. In a line env with ``action_mode="job"`` the rule ranks the jobs the mask
+    allows (the first ``max_queue`` waiting), so it competes on the same decisions as a trained
+    policy; everywhere else it ranks every waiting job.
+
+    Args:
+        rule: A dispatching or a release rule.
+        release: With a dispatching ``rule``, the release rule that answers release decisions
+            (serving's fallback answers both kinds).
     """
 
-    def __init__(self, rule: str) -> None:
+    def __init__(self, rule: str, release: str | None = None) -> None:
         from taktline.agents.rules import RELEASE_RULES, get_release_rule, get_rule
 
         head = rule.strip().upper().partition("(")[0]
         self.kind = "release" if head in RELEASE_RULES else "dispatch"
+        if release is not None and self.kind == "release":
+            raise PolicyError(f"release: {rule!r} is a release rule already; pass one rule")
         self.dispatch_rule = get_rule(rule) if self.kind == "dispatch" else None
-        self.release_rule = get_release_rule(rule) if self.kind == "release" else None
+        release = rule if self.kind == "release" else release
+        self.release_rule = get_release_rule(release) if release is not None else None
         self.name = rule.strip().upper()
 
+    # -- the decide path ---------------------------------------------------------------
+    def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
+        snap = as_snapshot(snapshot)
+        if isinstance(snap, JobShopSnapshot):
+            return self._jobshop(snap)
+        if snap.decision is None:
+            raise PolicyError(
+                "snapshot.decision: the line waits for no decision; post the snapshot of a "
+                "decision point (a free machine with jobs waiting, or a release point)"
+            )
+        if snap.decision.kind == "release":
+            return self._release(snap)
+        return self._line_dispatch(snap, None)
+
+    def _rank(self, cands: Sequence[Candidate], now: float, family: str | None) -> int:
+        if self.dispatch_rule is None:
+            raise PolicyError(f"rule {self.name}: a release rule cannot dispatch jobs")
+        return self.dispatch_rule.dispatch(cands, now, family)
+
+    def _jobshop(self, snap: JobShopSnapshot) -> Decision:
+        from taktline.envs.encoding_jobshop import jobshop_candidates
+
+        cands = jobshop_candidates(snap)
+        return _jobshop_decision(snap, cands[self._rank(cands, float(snap.time), None)].id)
+
+    def _line_dispatch(self, snap: LineSnapshot, limit: int | None) -> Decision:
+        station, machine = pending_dispatch(snap)
+        cands = line_candidates(snap)[:limit]
+        k = self._rank(cands, snap.time, machine.family)
+        return Decision(
+            kind="dispatch",
+            station=station.name,
+            machine=machine.id,
+            job=cands[k].name,
+            rule=self.name,
+        )
+
+    def _release(self, snap: LineSnapshot) -> Decision:
+        if self.release_rule is None:
+            raise PolicyError(f"rule {self.name}: a dispatching rule cannot release orders")
+        n = self.release_rule.release(len(snap.pool), snap.wip, snap.time)
+        return Decision(kind="release", count=int(n), rule=self.release_rule.name)
+
+    # -- in an env: the same decision, as the action that means it ---------------------
     def choose(self, env: gym.Env[Any, Any], obs: Any, mask: np.ndarray) -> int:
         base = _unwrapped(env)
-        if hasattr(base, "state") and hasattr(base, "instance"):  # the job shop
-            from taktline.agents.jobshop_dispatch import candidates_of
-
-            cands = candidates_of(base.state)
-            return cands[self._dispatch(cands, float(base.state.now), None)].id
-        twin = base.twin
+        snap = as_snapshot(base.snapshot())
+        if isinstance(snap, JobShopSnapshot):
+            return int(self._jobshop(snap).job)  # type: ignore[arg-type]
         codec = base.codec
-        if self.release_rule is not None:
-            return self._release_action(twin, codec, mask)
-        req = twin.pending
-        if req is None or req.kind != "dispatch":
-            raise PolicyError(f"rule {self.name}: a dispatching rule cannot answer {req}")
-        family = twin.machines[req.machine].last_family
+        if snap.decision is not None and snap.decision.kind == "release":
+            return self._release_action(snap, codec, mask)
+        if self.dispatch_rule is None:
+            raise PolicyError(f"rule {self.name}: a release rule cannot dispatch jobs")
         if getattr(codec, "action_mode", "job") == "rule":
             if self.name not in codec.rules:
                 raise PolicyError(
@@ -229,58 +298,28 @@ class RulePolicy(Policy):
                     "env_kwargs.rules"
                 )
             return int(codec.rules.index(self.name))
-        cands = list(req.candidates[: len(mask)])
-        return self._dispatch(cands, twin.now, family)
+        decision = self._line_dispatch(snap, len(mask))
+        station, _ = pending_dispatch(snap)
+        return next(k for k, rec in enumerate(station.queue) if rec.id == decision.job)
 
-    def _dispatch(self, cands: list[Any], now: float, family: str | None) -> int:
-        if self.dispatch_rule is None:
-            raise PolicyError(f"rule {self.name}: a release rule cannot dispatch jobs")
-        return self.dispatch_rule.dispatch(cands, now, family)
-
-    def _release_action(self, twin: Any, codec: Any, mask: np.ndarray) -> int:
-        assert self.release_rule is not None
+    def _release_action(self, snap: LineSnapshot, codec: Any, mask: np.ndarray) -> int:
+        if self.release_rule is None:
+            raise PolicyError(f"rule {self.name}: a dispatching rule cannot release orders")
         if self.release_rule.name == "KANBAN":
             raise PolicyError("rule KANBAN: limits stations, not release counts; use CONWIP(w)")
         if codec.action_mode == "count":
-            n = self.release_rule.release(len(twin.pool), twin.wip, twin.now)
+            n = int(self._release(snap).count or 0)
             return int(min(n, int(np.flatnonzero(mask).max())))
         cap = getattr(self.release_rule, "wip_cap", codec.max_release)
         return int(min(cap, codec.max_release))
 
-    def decide(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        from taktline.envs.encoding import candidates_from_snapshot
 
-        decision = snapshot.get("decision") or {}
-        if decision.get("kind") == "release" or self.release_rule is not None:
-            if self.release_rule is None:
-                raise PolicyError(f"rule {self.name}: a dispatching rule cannot release orders")
-            n = self.release_rule.release(
-                len(snapshot.get("pool", ())),
-                int(snapshot.get("wip", 0)),
-                float(snapshot.get("time", 0.0)),
-            )
-            return {"kind": "release", "count": int(n)}
-        cands = candidates_from_snapshot(snapshot)
-        if snapshot.get("kind") == "jobshop":
-            k = self._dispatch(cands, float(snapshot["time"]), None)
-            return _jobshop_decision(snapshot, cands[k].id)
-        from taktline.envs.encoding_line import machine_family
-
-        k = self._dispatch(cands, float(snapshot["time"]), machine_family(snapshot))
-        return {
-            "kind": "dispatch",
-            "station": decision["station"],
-            "machine": decision["machine"],
-            "job": getattr(cands[k], "name", str(cands[k].id)),
-            "rule": self.name,
-        }
-
-
-def _jobshop_decision(snapshot: dict[str, Any], job: int) -> dict[str, Any]:
+def _jobshop_decision(snapshot: JobShopSnapshot, job: int) -> Decision:
     from taktline.envs.encoding_jobshop import JobShopCodec
 
-    codec = JobShopCodec(len(snapshot["jobs"]), len(snapshot["machines"]))
-    return dict(codec.decode(snapshot, job))
+    codec = JobShopCodec(len(snapshot.jobs), len(snapshot.machines))
+    decision: Decision = codec.decode(snapshot, job)
+    return decision
 
 
 # ---- CP-SAT ----------------------------------------------------------------------------------
@@ -332,22 +371,21 @@ class CpSatPolicy(Policy):
             min(state.candidate_jobs, key=lambda j: (self._target[(j, state.next_op[j])], j))
         )
 
-    def decide(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
         from taktline.envs.jobshop.bundled import resolve_instance
 
-        if snapshot.get("kind") != "jobshop":
+        snap = as_snapshot(snapshot)
+        if not isinstance(snap, JobShopSnapshot):
             raise PolicyError("CP-SAT: decides job-shop snapshots only")
         try:
-            target = self._plan(resolve_instance(str(snapshot.get("instance"))))
+            target = self._plan(resolve_instance(snap.instance))
         except Exception as exc:
-            raise PolicyError(
-                f"CP-SAT: cannot plan instance {snapshot.get('instance')!r}: {exc}"
-            ) from exc
-        cands = [int(c["job"]) for c in (snapshot.get("decision") or {}).get("candidates", [])]
-        if not cands:
+            raise PolicyError(f"CP-SAT: cannot plan instance {snap.instance!r}: {exc}") from exc
+        if snap.decision is None:
             raise PolicyError("snapshot.decision: the schedule is complete; nothing to dispatch")
-        nxt = {int(j["id"]): int(j["next_op"]) for j in snapshot["jobs"]}
-        return _jobshop_decision(snapshot, min(cands, key=lambda j: (target[(j, nxt[j])], j)))
+        cands = [c.job for c in snap.decision.candidates]
+        nxt = {j.id: j.next_op for j in snap.jobs}
+        return _jobshop_decision(snap, min(cands, key=lambda j: (target[(j, nxt[j])], j)))
 
 
 # ---- loading ---------------------------------------------------------------------------------

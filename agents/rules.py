@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from taktline.envs.control import Candidate
+from taktline.envs.control import JobView
 from taktline.envs.priorities import DISPATCH_RULES, KeyFn, best_index, priorities, rule_key
 from taktline.errors import PolicyError
 
@@ -61,12 +61,12 @@ class DispatchRule:
     key: KeyFn = field(repr=False)
 
     def priorities(
-        self, candidates: Sequence[Candidate], now: float, last_family: str | None
+        self, candidates: Sequence[JobView], now: float, last_family: str | None
     ) -> list[float]:
         """The priority key of each candidate (smaller starts first)."""
         return priorities(self.name, candidates, now, last_family, self.key)
 
-    def dispatch(self, candidates: Sequence[Candidate], now: float, last_family: str | None) -> int:
+    def dispatch(self, candidates: Sequence[JobView], now: float, last_family: str | None) -> int:
         n = len(candidates)
         if n == 0:
             raise PolicyError(f"rule {self.name}: asked to dispatch with no waiting job")

@@ -197,7 +197,7 @@ def serve_and_decide(model_uri: str, tracking_uri: str, line: str, out: Path) ->
                     break
                 last = twin.machines[req.machine].last_family
                 twin.dispatch(spt.dispatch(req.candidates, twin.now, last))
-            snapshot = twin.snapshot()
+            snapshot = twin.snapshot().model_dump(mode="json")
             (out / "snapshot.json").write_text(json.dumps(snapshot, indent=2))
             r = httpx.post(
                 f"{url}/v1/policies/bodyshop/decide",

@@ -16,11 +16,14 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 
-class Candidate(Protocol):
-    """What a dispatching decision may look at for one waiting job (times in spec units).
+class JobView(Protocol):
+    """What a dispatching rule may look at of one waiting job (times in spec units).
 
-    ``processing_time`` and ``remaining_work`` are *expected* times (the distribution means), as
-    a plant's MES would know them; the twin draws the actual times.
+    An interface, not a data type: the one data type of a waiting job is
+    :class:`taktline.envs.snapshot.Candidate` (what a snapshot's job becomes); the twin's own
+    jobs present the same attributes to the twin's dispatch hook. ``processing_time`` and
+    ``remaining_work`` are *expected* times (the distribution means), as a plant's MES would
+    know them; the twin draws the actual times.
     """
 
     @property
@@ -44,7 +47,7 @@ class Candidate(Protocol):
 class DispatchController(Protocol):
     """Chooses which waiting job a free machine starts."""
 
-    def dispatch(self, candidates: Sequence[Candidate], now: float, last_family: str | None) -> int:
+    def dispatch(self, candidates: Sequence[JobView], now: float, last_family: str | None) -> int:
         """Return the index (into ``candidates``) of the job to start."""
         ...
 

@@ -1,8 +1,9 @@
 """Snapshot -> observation and action -> decision: the one code path of training and serving.
 
-A **codec** belongs to an environment id and its kwargs. It turns a snapshot (plain data, see
-:mod:`taktline.envs.snapshot` for lines and :mod:`taktline.envs.encoding_jobshop` for job
-shops) into an observation and a feasibility mask, and an action back into a domain decision.
+A **codec** belongs to an environment id and its kwargs. It turns a snapshot (the typed
+:class:`~taktline.envs.snapshot.LineSnapshot` or :class:`~taktline.envs.snapshot.JobShopSnapshot`;
+a dict is validated into one) into an observation and a feasibility mask, and an action back
+into a :class:`~taktline.envs.decision.Decision`.
 Environments build their observations through their codec, and serving builds a codec with
 :func:`make_codec` from a policy bundle's env id and kwargs, without building an environment.
 
@@ -14,23 +15,31 @@ Environments build their observations through their codec, and serving builds a 
 >>> obs, mask = encode(snap, "taktline/LineDispatch-v0", {"line": "bodyshop"})
 >>> obs.dtype, int(mask.sum()) == len(request.candidates)
 (dtype('float32'), True)
->>> decode(snap, 0, "taktline/LineDispatch-v0", {"line": "bodyshop"})["kind"]
+>>> decode(snap, 0, "taktline/LineDispatch-v0", {"line": "bodyshop"}).kind
 'dispatch'
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
-from taktline.envs.control import Candidate
+from taktline.envs.decision import Decision
 from taktline.envs.encoding_jobshop import JobShopCodec, jobshop_candidates
-from taktline.envs.encoding_line import LineDispatchCodec, candidates_from_line_snapshot
+from taktline.envs.encoding_line import LineDispatchCodec
 from taktline.envs.encoding_release import LineReleaseCodec
+from taktline.envs.snapshot import (
+    Candidate,
+    JobShopSnapshot,
+    Snapshot,
+    as_snapshot,
+    line_candidates,
+)
 from taktline.envs.spec import LineSpec, load_spec
 from taktline.errors import PolicyError
 
@@ -47,11 +56,11 @@ class Codec(Protocol):
     observation_space: gym.spaces.Space[Any]
     action_space: gym.spaces.Discrete
 
-    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """``(observation float32, mask bool of shape (action_space.n,))``."""
+    def encode(self, snapshot: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(observation float32, mask bool of shape (action_space.n,))`` of a snapshot."""
         ...
 
-    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+    def decode(self, snapshot: Any, action: int) -> Decision:
         """The domain decision; raises InfeasibleActionError for a masked action."""
         ...
 
@@ -114,19 +123,19 @@ def _cached_codec(env_id: str, kwargs_json: str) -> Codec:
     return make_codec(env_id, json.loads(kwargs_json))
 
 
-def _codec_for(
-    snapshot: dict[str, Any], env_id: str | None, env_kwargs: dict[str, Any] | None
-) -> Codec:
+def _codec_for(snapshot: Snapshot, env_id: str | None, env_kwargs: dict[str, Any] | None) -> Codec:
     if env_id is None:
         env_id = infer_env_id(snapshot)
     kw = dict(env_kwargs or {})
     if env_id == JOBSHOP_ID:
-        kw.setdefault("max_jobs", len(snapshot.get("jobs", ())))
-        kw.setdefault("max_machines", len(snapshot.get("machines", ())))
+        if not isinstance(snapshot, JobShopSnapshot):
+            raise PolicyError(f"snapshot.kind: env {env_id} reads job-shop snapshots, got a line")
+        kw.setdefault("max_jobs", len(snapshot.jobs))
+        kw.setdefault("max_machines", len(snapshot.machines))
     elif "line" not in kw:
-        if "line" not in snapshot:
-            raise PolicyError("env_kwargs.line: name the line (the snapshot has no 'line' field)")
-        kw["line"] = snapshot["line"]
+        if isinstance(snapshot, JobShopSnapshot):
+            raise PolicyError(f"snapshot.kind: env {env_id} reads line snapshots, got 'jobshop'")
+        kw["line"] = snapshot.line
     try:
         key = json.dumps(kw, sort_keys=True)
     except TypeError:  # a LineSpec or instance object: not cacheable by value
@@ -134,54 +143,53 @@ def _codec_for(
     return _cached_codec(env_id, key)
 
 
-def infer_env_id(snapshot: dict[str, Any]) -> str:
+def infer_env_id(snapshot: Snapshot) -> str:
     """The env id a snapshot belongs to: job shop, line release or line dispatch."""
-    if snapshot.get("kind") == "jobshop":
+    if isinstance(snapshot, JobShopSnapshot):
         return JOBSHOP_ID
-    decision = snapshot.get("decision") or {}
-    return LINE_RELEASE_ID if decision.get("kind") == "release" else LINE_DISPATCH_ID
+    d = snapshot.decision
+    return LINE_RELEASE_ID if d is not None and d.kind == "release" else LINE_DISPATCH_ID
 
 
 def encode(
-    snapshot: dict[str, Any],
+    snapshot: Snapshot | Mapping[str, Any],
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Observation and action mask of ``snapshot`` for env ``env_id`` with ``env_kwargs``.
 
     Args:
-        snapshot: A line or job-shop snapshot (plain data).
+        snapshot: A line or job-shop snapshot (a dict is validated into one).
         env_id: The env the policy was trained on (default: inferred from the snapshot).
         env_kwargs: Its kwargs (default: the line named in the snapshot, or the job shop's
             size).
     """
-    return _codec_for(snapshot, env_id, env_kwargs).encode(snapshot)
+    snap = as_snapshot(snapshot)
+    return _codec_for(snap, env_id, env_kwargs).encode(snap)
 
 
 def decode(
-    snapshot: dict[str, Any],
+    snapshot: Snapshot | Mapping[str, Any],
     action: int,
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Decision:
     """The decision ``action`` means on ``snapshot`` (arguments as in :func:`encode`).
 
     Raises:
         InfeasibleActionError: for an action the mask forbids.
     """
-    return _codec_for(snapshot, env_id, env_kwargs).decode(snapshot, action)
+    snap = as_snapshot(snapshot)
+    return _codec_for(snap, env_id, env_kwargs).decode(snap, action)
 
 
-def candidates_from_snapshot(snapshot: dict[str, Any]) -> list[Candidate]:
-    """The candidates of the snapshot's pending dispatch decision, as rule Candidates.
-
-    A dispatching rule can then decide on a posted snapshot (serving's fallback)::
-
-        k = get_rule("SPT").dispatch(cands, snapshot["time"], last_family)
+def candidates_from_snapshot(snapshot: Snapshot | Mapping[str, Any]) -> list[Candidate]:
+    """The waiting jobs of the snapshot's pending dispatch decision, as rule candidates.
 
     Raises:
         PolicyError: when the snapshot has no pending dispatch decision.
     """
-    if snapshot.get("kind") == "jobshop":
-        return list(jobshop_candidates(snapshot))
-    return list(candidates_from_line_snapshot(snapshot))
+    snap = as_snapshot(snapshot)
+    if isinstance(snap, JobShopSnapshot):
+        return list(jobshop_candidates(snap))
+    return line_candidates(snap)

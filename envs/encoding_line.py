@@ -26,14 +26,23 @@ processing time of an order, ``ws`` four times its machine count):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
+from taktline.envs.decision import Decision
 from taktline.envs.priorities import DISPATCH_RULES, rule_choice, rule_key
+from taktline.envs.snapshot import (
+    JobRecord,
+    LineSnapshot,
+    StationRecord,
+    as_line_snapshot,
+    line_candidates,
+    pending_dispatch,
+)
 from taktline.envs.spec import LineSpec
 from taktline.errors import InfeasibleActionError, PolicyError
 
@@ -41,63 +50,20 @@ if TYPE_CHECKING:
     from taktline.envs.twin import Twin
 
 CLIP = 10.0
-_STATE_INDEX = {"idle": 0, "setup": 1, "busy": 2, "blocked": 3, "down": 4}
 _INF = math.inf
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotCandidate:
-    """A waiting job read from a snapshot; follows the :class:`~taktline.envs.control.Candidate`
-    protocol so a dispatching rule can decide on a posted snapshot.
-
-    ``id`` is the number in a ``J-<n>`` job id (as the twin names jobs) or, for other names,
-    the job's position in the queue; ``name`` keeps the id as posted.
-    """
-
-    id: int
-    name: str
-    family: str
-    processing_time: float
-    remaining_work: float
-    remaining_ops: int
-    due_date: float
-    arrival_time: float
-    queue_entry_time: float
-
-
-def job_number(name: str, position: int) -> int:
-    """The integer id of a job named ``name`` (``"J-12"`` -> 12, else ``position``)."""
-    head, _, tail = name.rpartition("-")
-    return int(tail) if head == "J" and tail.isdigit() else position
-
-
-def snapshot_candidate(rec: dict[str, Any], position: int) -> SnapshotCandidate:
-    p, rw, rops, due, queued, fam = job_numbers(rec)
-    name = str(rec["id"])
-    return SnapshotCandidate(
-        id=job_number(name, position),
-        name=name,
-        family=fam,
-        processing_time=p,
-        remaining_work=rw,
-        remaining_ops=rops,
-        due_date=due,
-        arrival_time=float(rec.get("arrival_time", 0.0)),
-        queue_entry_time=queued,
-    )
-
-
-def job_numbers(rec: dict[str, Any]) -> tuple[float, float, int, float, float, str]:
+def job_numbers(rec: JobRecord) -> tuple[float, float, int, float, float, str]:
     """What an observation reads of a job record: processing time, remaining work, remaining
     operations, due date (``inf`` when none), queue entry time, family (else product)."""
-    due = rec.get("due_date")
+    due = rec.due_date
     return (
-        float(rec["processing_time"]),
-        float(rec["remaining_work"]),
-        int(rec["remaining_ops"]),
-        _INF if due is None else float(due),
-        float(rec.get("queue_entry_time", 0.0)),
-        str(rec.get("family") or rec.get("product") or ""),
+        rec.processing_time,
+        rec.remaining_work,
+        rec.remaining_ops,
+        _INF if due is None else due,
+        rec.queue_entry_time,
+        rec.family or rec.product,
     )
 
 
@@ -116,47 +82,6 @@ class LineView:
     queue: list[tuple[float, float, int, float, float, str]] = field(default_factory=list)
     # orders in the pool: (remaining work, due date)
     pool_jobs: list[tuple[float, float]] = field(default_factory=list)
-
-
-def _pending_station(snapshot: dict[str, Any], names: list[str]) -> tuple[int, dict[str, Any]]:
-    decision = snapshot.get("decision")
-    if not decision or decision.get("kind") != "dispatch":
-        raise PolicyError(
-            "snapshot.decision: expected a pending dispatch decision "
-            f'{{"kind": "dispatch", "station": ..., "machine": ...}}, got {decision!r}'
-        )
-    station = decision.get("station")
-    if station not in names:
-        raise PolicyError(
-            f"snapshot.decision.station: unknown station {station!r}; the line has "
-            f"{', '.join(names)}"
-        )
-    return names.index(station), decision
-
-
-def candidates_from_line_snapshot(snapshot: dict[str, Any]) -> list[SnapshotCandidate]:
-    """The jobs waiting at the station of the snapshot's pending dispatch decision."""
-    names = [s["name"] for s in snapshot["stations"]]
-    si, _ = _pending_station(snapshot, names)
-    return [snapshot_candidate(rec, k) for k, rec in enumerate(snapshot["stations"][si]["queue"])]
-
-
-def machine_family(snapshot: dict[str, Any]) -> str | None:
-    """The family last processed by the machine of the pending dispatch decision."""
-    names = [s["name"] for s in snapshot["stations"]]
-    si, decision = _pending_station(snapshot, names)
-    return _machine_family_at(snapshot["stations"][si], decision)
-
-
-def _machine_family_at(station: dict[str, Any], decision: dict[str, Any]) -> str | None:
-    machine = decision.get("machine")
-    for m in station["machines"]:
-        if m.get("id") == machine:
-            fam = m.get("family")
-            return None if fam is None else str(fam)
-    raise PolicyError(
-        f"snapshot.decision.machine: {machine!r} is not a machine of station {station['name']!r}"
-    )
 
 
 class LineCodecBase:
@@ -214,37 +139,28 @@ class LineCodecBase:
         return obs
 
     # -- views -------------------------------------------------------------------------
-    def _check_stations(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-        stations = snapshot.get("stations")
-        if not isinstance(stations, list):
-            raise PolicyError("snapshot.stations: expected a list of stations, got none")
-        names = [s.get("name") for s in stations]
+    def _check_stations(self, snapshot: LineSnapshot) -> list[StationRecord]:
+        names = [s.name for s in snapshot.stations]
         if names != self.station_names:
             raise PolicyError(
                 f"snapshot.stations: expected the stations of line {self.spec.name!r} "
                 f"({', '.join(self.station_names)}) in that order, got {names}"
             )
-        return stations
+        return snapshot.stations
 
-    def _base_view(self, snapshot: dict[str, Any]) -> LineView:
+    def _base_view(self, snapshot: LineSnapshot) -> LineView:
         stations = self._check_stations(snapshot)
         states = []
         for s in stations:
             counts = [0, 0, 0, 0, 0]
-            for m in s["machines"]:
-                st = m.get("state")
-                if st not in _STATE_INDEX:
-                    raise PolicyError(
-                        f"snapshot.stations[{s['name']}].machines[{m.get('id')}].state: expected "
-                        f"one of {', '.join(_STATE_INDEX)}, got {st!r}"
-                    )
-                counts[_STATE_INDEX[st]] += 1
+            for m in s.machines:
+                counts[m.state.index] += 1
             states.append(counts)
         return LineView(
-            time=float(snapshot["time"]),
-            wip=int(snapshot.get("wip", 0)),
-            pool=len(snapshot.get("pool", ())),
-            queue_len=[len(s["queue"]) for s in stations],
+            time=snapshot.time,
+            wip=snapshot.wip,
+            pool=len(snapshot.pool),
+            queue_len=[len(s.queue) for s in stations],
             states=states,
         )
 
@@ -331,15 +247,15 @@ class LineDispatchCodec(LineCodecBase):
         self._spaces(n_obs, max_queue if action_mode == "job" else len(self.rules))
 
     # -- encode ------------------------------------------------------------------------
-    def view(self, snapshot: dict[str, Any]) -> LineView:
+    def view(self, snapshot: LineSnapshot | Mapping[str, Any]) -> LineView:
         """The numbers of ``snapshot`` this codec reads."""
-        v = self._base_view(snapshot)
-        decision = snapshot.get("decision")
-        if decision and decision.get("kind") == "dispatch":
-            v.station, _ = _pending_station(snapshot, self.station_names)
-            station = snapshot["stations"][v.station]
-            v.machine_family = _machine_family_at(station, decision)
-            v.queue = [job_numbers(rec) for rec in station["queue"][: self.max_queue]]
+        snap = as_line_snapshot(snapshot)
+        v = self._base_view(snap)
+        if snap.decision is not None and snap.decision.kind == "dispatch":
+            station, machine = pending_dispatch(snap)
+            v.station = self.station_names.index(station.name)
+            v.machine_family = machine.family
+            v.queue = [job_numbers(rec) for rec in station.queue[: self.max_queue]]
         return v
 
     def twin_view(self, twin: Twin) -> LineView:
@@ -388,7 +304,7 @@ class LineDispatchCodec(LineCodecBase):
             mask = np.full(len(self.rules), bool(v.queue), dtype=bool)
         return self._finish(feats), mask
 
-    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, snapshot: LineSnapshot | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Observation (float32) and action mask (bool) of a line snapshot."""
         return self.features(self.view(snapshot))
 
@@ -397,37 +313,40 @@ class LineDispatchCodec(LineCodecBase):
         return self.features(self.twin_view(twin))
 
     # -- decode ------------------------------------------------------------------------
-    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+    def decode(self, snapshot: LineSnapshot | Mapping[str, Any], action: int) -> Decision:
         """The dispatch decision an action means on ``snapshot``.
 
         Raises:
             InfeasibleActionError: for an action the mask forbids.
         """
-        si, decision = _pending_station(snapshot, self.station_names)
-        queue = snapshot["stations"][si]["queue"]
+        snap = as_line_snapshot(snapshot)
+        station, machine = pending_dispatch(snap)
+        queue = station.queue
         a = int(action)
-        out = {"kind": "dispatch", "station": decision["station"], "machine": decision["machine"]}
         if self.action_mode == "job":
             n = min(len(queue), self.max_queue)
             if not 0 <= a < n:
                 raise InfeasibleActionError(
-                    f"action {a}: slot {a} holds no waiting job at station {decision['station']!r}"
+                    f"action {a}: slot {a} holds no waiting job at station {station.name!r}"
                     f" ({len(queue)} waiting, {n} selectable); choose an action in 0..{n - 1}"
                     " (see the action mask)"
                 )
-            out["job"] = str(queue[a]["id"])
-            return out
+            return Decision(
+                kind="dispatch", station=station.name, machine=machine.id, job=queue[a].id
+            )
         if not 0 <= a < len(self.rules):
             raise InfeasibleActionError(
                 f"action {a}: expected a rule index in 0..{len(self.rules) - 1} "
                 f"({', '.join(self.rules)})"
             )
-        cands = [snapshot_candidate(rec, k) for k, rec in enumerate(queue)]
-        if not cands:
-            raise InfeasibleActionError(
-                f"action {a}: no job waits at station {decision['station']!r}"
-            )
-        k = rule_choice(self.rules[a], cands, float(snapshot["time"]), machine_family(snapshot))
-        out["job"] = cands[k].name
-        out["rule"] = self.rules[a]
-        return out
+        if not queue:
+            raise InfeasibleActionError(f"action {a}: no job waits at station {station.name!r}")
+        cands = line_candidates(snap)
+        k = rule_choice(self.rules[a], cands, snap.time, machine.family)
+        return Decision(
+            kind="dispatch",
+            station=station.name,
+            machine=machine.id,
+            job=cands[k].name,
+            rule=self.rules[a],
+        )

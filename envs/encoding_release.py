@@ -9,11 +9,14 @@ started now.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from taktline.envs.encoding_line import CLIP, LineCodecBase, LineView, snapshot_candidate
+from taktline.envs.decision import Decision
+from taktline.envs.encoding_line import CLIP, LineCodecBase, LineView
+from taktline.envs.snapshot import LineSnapshot, as_line_snapshot
 from taktline.envs.spec import LineSpec
 from taktline.errors import InfeasibleActionError, PolicyError
 
@@ -51,12 +54,14 @@ class LineReleaseCodec(LineCodecBase):
         self.max_release = max_release
         self._spaces(2 + 7 * len(self.station_names) + 4, max_release + 1)
 
-    def view(self, snapshot: dict[str, Any]) -> LineView:
+    def view(self, snapshot: LineSnapshot | Mapping[str, Any]) -> LineView:
         """The numbers of ``snapshot`` this codec reads."""
-        v = self._base_view(snapshot)
-        for k, rec in enumerate(snapshot.get("pool", ())):
-            c = snapshot_candidate(rec, k)
-            v.pool_jobs.append((c.remaining_work, c.due_date))
+        snap = as_line_snapshot(snapshot)
+        v = self._base_view(snap)
+        v.pool_jobs = [
+            (rec.remaining_work, math.inf if rec.due_date is None else rec.due_date)
+            for rec in snap.pool
+        ]
         return v
 
     def twin_view(self, twin: Twin) -> LineView:
@@ -92,7 +97,7 @@ class LineReleaseCodec(LineCodecBase):
             mask = np.ones(self.max_release + 1, dtype=bool)
         return self._finish(feats), mask
 
-    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, snapshot: LineSnapshot | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Observation (float32) and action mask (bool) of a line snapshot."""
         return self.features(self.view(snapshot))
 
@@ -100,14 +105,15 @@ class LineReleaseCodec(LineCodecBase):
         """Same as ``encode(twin.snapshot())``, without building the snapshot."""
         return self.features(self.twin_view(twin))
 
-    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+    def decode(self, snapshot: LineSnapshot | Mapping[str, Any], action: int) -> Decision:
         """The release decision an action means on ``snapshot``.
 
         Raises:
             InfeasibleActionError: for an action the mask forbids.
         """
+        snap = as_line_snapshot(snapshot)
         a = int(action)
-        pool = len(snapshot.get("pool", ()))
+        pool = len(snap.pool)
         if not 0 <= a <= self.max_release:
             raise InfeasibleActionError(
                 f"action {a}: expected 0..{self.max_release} ({self.action_mode})"
@@ -118,6 +124,5 @@ class LineReleaseCodec(LineCodecBase):
                     f"action {a}: cannot release {a} orders, only {pool} wait in the pool;"
                     f" choose 0..{min(pool, self.max_release)}"
                 )
-            return {"kind": "release", "count": a}
-        wip = int(snapshot.get("wip", 0))
-        return {"kind": "release", "count": max(0, min(pool, a - wip)), "wip_cap": a}
+            return Decision(kind="release", count=a)
+        return Decision(kind="release", count=max(0, min(pool, a - snap.wip)), wip_cap=a)

@@ -24,9 +24,10 @@ import gymnasium as gym
 import numpy as np
 
 from taktline.envs.encoding import resolve_line
-from taktline.envs.encoding_line import LineDispatchCodec, job_number
+from taktline.envs.encoding_line import LineDispatchCodec
 from taktline.envs.encoding_release import LineReleaseCodec
 from taktline.envs.priorities import DISPATCH_RULES, RuleDispatcher, rule_choice
+from taktline.envs.snapshot import job_number
 from taktline.envs.spaces import MaskedDiscrete, resolve_action
 from taktline.envs.spec import HOURS_PER_UNIT, LineSpec, OrderList
 from taktline.envs.twin import Twin

@@ -25,14 +25,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from taktline.envs.control import Candidate
+from taktline.envs.control import JobView
 from taktline.errors import PolicyError
 
-KeyFn = Callable[[Candidate, float, str | None, float], float]
+KeyFn = Callable[[JobView, float, str | None, float], float]
 """``key(candidate, now, last_family, mean_processing_time) -> priority`` (smaller first)."""
 
 
-def _atc_key(c: Candidate, now: float, last_family: str | None, p_bar: float, k: float) -> float:
+def _atc_key(c: JobView, now: float, last_family: str | None, p_bar: float, k: float) -> float:
     p = max(c.processing_time, 1e-12)
     slack = max(0.0, c.due_date - p - now)
     scale = max(k * p_bar, 1e-12)
@@ -71,7 +71,7 @@ def rule_key(name: str) -> KeyFn:
 
 def priorities(
     name: str,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[JobView],
     now: float,
     last_family: str | None,
     key: KeyFn | None = None,
@@ -105,7 +105,7 @@ def priorities(
     return [fn(c, now, last_family, p_bar) for c in candidates]
 
 
-def best_index(keys: Sequence[float], candidates: Sequence[Candidate]) -> int:
+def best_index(keys: Sequence[float], candidates: Sequence[JobView]) -> int:
     """Index of the smallest key; ties go to the earliest queue entry, then the lowest id."""
     best = min(keys)
     first = keys.index(best)
@@ -116,7 +116,7 @@ def best_index(keys: Sequence[float], candidates: Sequence[Candidate]) -> int:
 
 
 def rule_choice(
-    name: str, candidates: Sequence[Candidate], now: float, last_family: str | None
+    name: str, candidates: Sequence[JobView], now: float, last_family: str | None
 ) -> int:
     """Index of the candidate that rule ``name`` starts (the documented tie-break applies).
 
@@ -147,6 +147,6 @@ class RuleDispatcher:
         rule_key(self.name)
         object.__setattr__(self, "name", self.name.upper())
 
-    def dispatch(self, candidates: Sequence[Candidate], now: float, last_family: str | None) -> int:
+    def dispatch(self, candidates: Sequence[JobView], now: float, last_family: str | None) -> int:
         """Index of the job to start."""
         return rule_choice(self.name, candidates, now, last_family)

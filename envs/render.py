@@ -2,15 +2,18 @@
 
 ``*_ansi`` return text; ``*_rgb`` return an ``(H, W, 3)`` uint8 array drawn with matplotlib's
 Agg canvas (no pyplot, so no global figure state and no display needed). Line pictures are
-drawn from a snapshot (plain data), so a served snapshot can be drawn the same way.
+drawn from a :class:`~taktline.envs.snapshot.LineSnapshot`, so a served snapshot is drawn the same
+way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from taktline.envs.snapshot import LineSnapshot, MachineState, as_line_snapshot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -18,13 +21,19 @@ if TYPE_CHECKING:
     from taktline.envs.jobshop.schedule import ScheduledOperation
 
 STATE_COLORS = {
-    "idle": "#d9d9d9",
-    "setup": "#f0b429",
-    "busy": "#2e8540",
-    "blocked": "#8e44ad",
-    "down": "#c0392b",
+    MachineState.IDLE: "#d9d9d9",
+    MachineState.SETUP: "#f0b429",
+    MachineState.BUSY: "#2e8540",
+    MachineState.BLOCKED: "#8e44ad",
+    MachineState.DOWN: "#c0392b",
 }
-_STATE_CHAR = {"idle": ".", "setup": "s", "busy": "#", "blocked": "b", "down": "X"}
+_STATE_CHAR = {
+    MachineState.IDLE: ".",
+    MachineState.SETUP: "s",
+    MachineState.BUSY: "#",
+    MachineState.BLOCKED: "b",
+    MachineState.DOWN: "X",
+}
 
 
 def _to_rgb(fig: Figure) -> np.ndarray:
@@ -35,39 +44,39 @@ def _to_rgb(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
 
 
-def render_line_ansi(snapshot: dict[str, Any]) -> str:
+def render_line_ansi(snapshot: LineSnapshot | Mapping[str, Any]) -> str:
     """The line as text: per station its queue and one character per machine state.
 
-    >>> print(render_line_ansi({"time": 1.5, "line": "l", "wip": 1, "pool": [], "decision": None,
-    ...     "stations": [{"name": "cut", "buffer_capacity": 4, "queue": [{"id": "J-1"}],
-    ...                   "machines": [{"id": "cut.M1", "state": "busy"}]}]}))
-    l  t=1.50  wip=1  pool=0
-      cut          queue   1/4   machines [#]
+    >>> from taktline.envs.twin import Twin
+    >>> from taktline.envs.spec import load_spec
+    >>> twin = Twin(load_spec("serial5"), seed=1)
+    >>> _ = twin.run_until_decision()
+    >>> print(render_line_ansi(twin.snapshot()).splitlines()[1])
+      cut          queue   2/inf machines [.]
     """
-    head = (
-        f"{snapshot.get('line', 'line')}  t={float(snapshot['time']):.2f}  "
-        f"wip={snapshot.get('wip', 0)}  pool={len(snapshot.get('pool', ()))}"
-    )
-    decision = snapshot.get("decision")
-    if decision and decision.get("kind") == "dispatch":
-        head += f"  decide: {decision['machine']}"
-    elif decision:
+    snap = as_line_snapshot(snapshot)
+    head = f"{snap.line}  t={snap.time:.2f}  wip={snap.wip}  pool={len(snap.pool)}"
+    d = snap.decision
+    if d is not None and d.kind == "dispatch":
+        head += f"  decide: {d.machine}"
+    elif d is not None:
         head += "  decide: release"
     rows = [head]
-    for s in snapshot["stations"]:
-        cap = s.get("buffer_capacity")
-        q = f"{len(s['queue']):3d}/{'inf' if cap is None else cap}"
-        marks = "".join(_STATE_CHAR.get(m["state"], "?") for m in s["machines"])
-        rows.append(f"  {s['name']:<12} queue {q:<7} machines [{marks}]")
+    for s in snap.stations:
+        cap = s.buffer_capacity
+        q = f"{len(s.queue):3d}/{'inf' if cap is None else cap}"
+        marks = "".join(_STATE_CHAR[m.state] for m in s.machines)
+        rows.append(f"  {s.name:<12} queue {q:<7} machines [{marks}]")
     return "\n".join(rows)
 
 
-def render_line_rgb(snapshot: dict[str, Any]) -> np.ndarray:
+def render_line_rgb(snapshot: LineSnapshot | Mapping[str, Any]) -> np.ndarray:
     """The line as an image: one column per station, queue bar over machine boxes."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    stations = snapshot["stations"]
+    snap = as_line_snapshot(snapshot)
+    stations = snap.stations
     n = len(stations)
     fig = Figure(figsize=(max(4.0, 1.3 * n), 3.2), dpi=80)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.86))
@@ -75,27 +84,20 @@ def render_line_rgb(snapshot: dict[str, Any]) -> np.ndarray:
     ax.set_ylim(0, 10)
     ax.axis("off")
     fig.suptitle(
-        f"{snapshot.get('line', 'line')}  t={float(snapshot['time']):.1f}  "
-        f"WIP {snapshot.get('wip', 0)}  pool {len(snapshot.get('pool', ()))}",
-        fontsize=9,
+        f"{snap.line}  t={snap.time:.1f}  WIP {snap.wip}  pool {len(snap.pool)}", fontsize=9
     )
     for i, s in enumerate(stations):
-        cap = s.get("buffer_capacity") or max(len(s["queue"]), 4)
-        level = min(len(s["queue"]) / cap, 1.0)
+        cap = s.buffer_capacity or max(len(s.queue), 4)
+        level = min(len(s.queue) / cap, 1.0)
         ax.add_patch(Rectangle((i + 0.3, 5.0), 0.4, 4.0, fill=False, lw=1))
         ax.add_patch(Rectangle((i + 0.3, 5.0), 0.4, 4.0 * level, color="#3b6ea5"))
-        k = len(s["machines"])
-        for j, m in enumerate(s["machines"]):
+        k = len(s.machines)
+        for j, m in enumerate(s.machines):
             h = 3.6 / max(k, 1)
             ax.add_patch(
-                Rectangle(
-                    (i + 0.15, 0.5 + j * h),
-                    0.7,
-                    0.9 * h,
-                    color=STATE_COLORS.get(m["state"], "white"),
-                )
+                Rectangle((i + 0.15, 0.5 + j * h), 0.7, 0.9 * h, color=STATE_COLORS[m.state])
             )
-        ax.text(i + 0.5, 4.4, s["name"][:10], ha="center", fontsize=7)
+        ax.text(i + 0.5, 4.4, s.name[:10], ha="center", fontsize=7)
     return _to_rgb(fig)
 
 

@@ -435,7 +435,12 @@ def validation_message(exc: ValidationError) -> str:
     """The first error of a pydantic validation, as ``field.path: message``."""
     err = exc.errors(include_url=False)[0]
     loc = ".".join(str(p) for p in err["loc"] if p not in SNAPSHOT_TAGS)
-    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+    msg = str(err["msg"])
+    value = err.get("input")
+    if not isinstance(value, dict | list) and err["type"] != "missing":
+        got = repr(value)
+        msg += f", got {got if len(got) <= 80 else got[:77] + '...'}"
+    return f"{loc}: {msg}" if loc else msg
 
 
 def as_line_snapshot(value: Snapshot | Mapping[str, Any]) -> LineSnapshot:

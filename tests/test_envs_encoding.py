@@ -18,11 +18,16 @@ from taktline.envs.encoding import (
     infer_env_id,
     make_codec,
 )
-from taktline.envs.encoding_line import machine_family
 from taktline.envs.env_line import apply_decision
 from taktline.envs.priorities import DISPATCH_RULES, rule_choice
+from taktline.envs.snapshot import as_line_snapshot, pending_dispatch
 from taktline.errors import InfeasibleActionError, PolicyError
 from tests.envs_support import CASES, DISPATCH, JOBSHOP, RELEASE, case_id, flat, make, play
+
+
+def posted(snapshot: Any) -> dict[str, Any]:
+    """What a client would post: the snapshot through JSON and back."""
+    return json.loads(json.dumps(snapshot.model_dump(mode="json")))  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -36,7 +41,7 @@ def test_observation_is_encode_of_the_snapshot_at_every_step(
     for obs, _, _, _, _ in play(env, 11):
         snap = env.unwrapped.snapshot()  # type: ignore[attr-defined]
         if steps % 7 == 0:  # what a client would post: through JSON and back
-            snap = json.loads(json.dumps(snap))
+            snap = posted(snap)
         o, m = codec.encode(snap)
         assert o.dtype == np.float32 and m.dtype == bool
         assert np.array_equal(o, flat(obs)), f"step {steps}: observation != encode(snapshot)"
@@ -71,7 +76,7 @@ def test_line_decode_names_what_the_env_does(case: tuple[str, dict[str, Any]]) -
     for _ in range(30):
         a = int(rng.choice(np.flatnonzero(env.action_masks())))
         decision = codec.decode(other.snapshot(), a)
-        assert decision["kind"] == ("release" if env_id == RELEASE else "dispatch")
+        assert decision.kind == ("release" if env_id == RELEASE else "dispatch")
         apply_decision(other.twin, decision)
         other.twin.run_until_decision(other.horizon)
         _, _, term, trunc, _ = env.step(a)
@@ -90,8 +95,8 @@ def test_jobshop_decode_names_the_operation_the_env_schedules() -> None:
         a = int(rng.choice(np.flatnonzero(env.action_masks())))
         d = codec.decode(snap, a)
         _, _, done, _, _ = env.step(a)
-        op = next(o for o in env.state.schedule if (o.job, o.op) == (a, d["operation"]))
-        assert (op.machine, op.start) == (d["machine"], d["start"])
+        op = next(o for o in env.state.schedule if (o.job, o.op) == (a, d.operation))
+        assert (op.machine, op.start) == (d.machine, d.start)
         if done:
             break
 
@@ -108,7 +113,7 @@ def test_decode_of_a_masked_action_is_a_clear_error(case: tuple[str, dict[str, A
         with pytest.raises(InfeasibleActionError, match=rf"action {a}\b"):
             codec.decode(snap, a)
     for ok in np.flatnonzero(env.action_masks()):
-        assert codec.decode(snap, int(ok))["kind"] in ("dispatch", "release")
+        assert codec.decode(snap, int(ok)).kind in ("dispatch", "release")
 
 
 def test_rule_mode_picks_the_job_the_rule_picks_on_the_twin() -> None:
@@ -122,7 +127,7 @@ def test_rule_mode_picks_the_job_the_rule_picks_on_the_twin() -> None:
         for k, rule in enumerate(DISPATCH_RULES):
             on_twin = req.candidates[rule_choice(rule, req.candidates, env.twin.now, family)]
             assert (
-                decode(snap, k, DISPATCH, {"line": "machining", "action_mode": "rule"})["job"]
+                decode(snap, k, DISPATCH, {"line": "machining", "action_mode": "rule"}).job
                 == f"J-{on_twin.id}"
             )
         seen += 1
@@ -136,7 +141,7 @@ def test_candidates_from_a_line_snapshot_carry_the_twin_jobs_numbers() -> None:
     env: Any = gym.make(DISPATCH, line="bodyshop", horizon=300.0).unwrapped
     env.reset(seed=5)
     for _ in range(20):
-        snap = json.loads(json.dumps(env.snapshot()))
+        snap = posted(env.snapshot())
         cands = candidates_from_snapshot(snap)
         req = env.twin.pending
         assert [c.id for c in cands] == [j.id for j in req.candidates]
@@ -152,7 +157,8 @@ def test_candidates_from_a_line_snapshot_carry_the_twin_jobs_numbers() -> None:
                 j.queue_entry_time,
                 f"J-{j.id}",
             )
-        assert machine_family(snap) == env.twin.machines[req.machine].last_family
+        _, machine = pending_dispatch(as_line_snapshot(snap))
+        assert machine.family == env.twin.machines[req.machine].last_family
         env.step(0)
 
 
@@ -220,7 +226,7 @@ def test_malformed_snapshot_is_an_error_naming_the_field(
     kw = {"line": "serial5", "horizon": 200.0} if env_id == DISPATCH else {"instance": "ft06"}
     env: Any = gym.make(env_id, **kw).unwrapped
     env.reset(seed=0)
-    snap = json.loads(json.dumps(env.snapshot()))
+    snap = posted(env.snapshot())
     mutate(snap)
     codec = make_codec(env_id, kw)
     with pytest.raises(PolicyError, match=words):
@@ -232,7 +238,7 @@ def test_line_snapshot_without_a_decision_cannot_be_decoded() -> None:
     for _ in play(env, 0):
         pass
     snap = env.snapshot()
-    assert snap["decision"] is None
+    assert snap.decision is None
     _, mask = encode(snap)
     assert not mask.any()
     with pytest.raises(PolicyError, match="decision"):
@@ -256,7 +262,7 @@ def test_due_and_release_dates_reach_the_observation_and_the_kpis() -> None:
     slack_seen = False
     last: dict[str, Any] = {}
     for obs, _, _, info, _ in play(env, 0):
-        assert np.array_equal(codec.encode(json.loads(json.dumps(env.snapshot())))[0], obs)
+        assert np.array_equal(codec.encode(posted(env.snapshot()))[0], obs)
         slack_seen |= bool(obs[: 6 * 11].reshape(6, 11)[:, 10].any())
         last = info
     assert slack_seen
