@@ -40,7 +40,7 @@ def test_cpsat_policy_replays_the_optimum() -> None:
     state = JobShopState(load_bundled("ft06"))
     policy = CpSatPolicy(time_limit_s=10)
     while not state.done:  # the snapshot path (serving) builds the same optimum
-        state.apply(policy.decide(jobshop_snapshot(state))["job"])
+        state.apply(int(policy.decide(jobshop_snapshot(state)).job))
     assert state.makespan == 55
 
 
@@ -72,8 +72,8 @@ def test_neural_decide_on_a_snapshot_picks_a_candidate() -> None:
     state = JobShopState(load_bundled("ta01"))  # larger than the bundle's padding
     while not state.done:
         decision = policy.decide(jobshop_snapshot(state))
-        assert decision["job"] in state.candidate_jobs
-        state.apply(decision["job"])
+        assert decision.job in state.candidate_jobs
+        state.apply(int(decision.job))
 
 
 def test_rules_decide_line_snapshots_and_release_counts() -> None:
@@ -85,8 +85,8 @@ def test_rules_decide_line_snapshots_and_release_counts() -> None:
     assert req is not None and req.kind == "dispatch"
     snap = twin.snapshot()
     d = RulePolicy("SPT").decide(snap)
-    assert d["kind"] == "dispatch" and d["station"] == snap["decision"]["station"]
-    assert d["job"] in [j["id"] for j in snap["stations"][req.station]["queue"]]
+    assert d.kind == "dispatch" and d.station == snap.decision.station
+    assert d.job in [j.id for j in snap.stations[req.station].queue]
     env = gym.make("taktline/LineRelease-v0", line="serial5", horizon=300.0)
     _, kpis = play_release(RulePolicy("CONWIP(4)"), env)
     assert kpis["completed"] > 0

@@ -168,7 +168,7 @@ for _ in range(25):
     action = int(bundle.act(obs[None], mask[None])[0])
     assert mask[action], (action, mask)
     decision = codec.decode(snap, action)
-    assert decision["kind"] == "dispatch", decision
+    assert decision.kind == "dispatch", decision
     env.step(action)
 print("SERVING-OK")
 """
