@@ -5,17 +5,48 @@ A distribution is a frozen pydantic model tagged by ``dist`` (so specs read natu
 squared coefficient of variation (used for load checks and queueing theory), and makes a
 :class:`Sampler` that draws from a numpy ``Generator`` in blocks — drawing one number at a time
 from numpy costs more than the whole event it feeds.
+
+Restoring a twin from a plant's snapshot needs two more draws, both from the one generator given:
+
+``sample_remaining(rng, elapsed)``
+    The time left of an activity that has run ``elapsed`` already: ``X - e`` given ``X > e``.
+    Exact everywhere except one documented fallback:
+
+    * exponential: a fresh draw (memoryless);
+    * deterministic, uniform, triangular, Weibull, lognormal, normal: inversion of the
+      conditional CDF ``u ~ U(F(e), 1)``, ``x = F⁻¹(u)`` (closed forms; the normal quantile is
+      :class:`statistics.NormalDist`, inverted on the tail side so that deep tails keep their
+      precision); empirical: a uniform pick among the samples above ``e``;
+    * gamma (no closed-form CDF): rejection from the distribution itself (at most
+      ``_REJECT_BLOCKS`` blocks), then, deep in the tail, exact rejection from an exponential
+      envelope (``(1 + y/e)^(k-1) <= exp((k-1) y/e)``); if that too fails ``_ENVELOPE_TRIES``
+      times, ``Exp(scale)`` — the limit of the gamma residual life as ``e`` grows;
+    * a bounded distribution already past its upper end (an overdue activity, ``F(e) = 1``):
+      ``0.0`` — the activity ends now.
+
+``sample_residual(rng)``
+    The time left of an activity seen at a random moment of a long run of such activities (the
+    equilibrium forward-recurrence time, density ``(1 - F(x)) / mean``): used where a snapshot
+    cannot say how far an activity has run (a failure clock's age, the operation a breakdown
+    interrupted). Exact for exponential (a fresh draw) and deterministic (``U * value``); for
+    the others sampling-importance-resampling: ``_SIR_DRAWS`` draws, one picked with weight ``x``
+    (length-biased), times ``U(0, 1)``.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _BLOCK = 2048
+_REJECT_BLOCKS = 8  # blocks of _BLOCK plain draws tried before the tail method
+_ENVELOPE_TRIES = 1000
+_SIR_DRAWS = 4096
+_STD_NORMAL = NormalDist()
 
 
 class _Dist(BaseModel):
@@ -36,6 +67,31 @@ class _Dist(BaseModel):
     def sampler(self, rng: np.random.Generator) -> Sampler:
         return Sampler(self, rng)
 
+    def sample_remaining(self, rng: np.random.Generator, elapsed: float) -> float:
+        """Time left of an activity of this length that has run ``elapsed``: ``X - e | X > e``.
+
+        Raises:
+            ValueError: when ``elapsed`` is negative or not a number.
+        """
+        e = _check_elapsed(elapsed)
+        return max(self._remaining(rng, e), 0.0)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        return _by_rejection(self, rng, e)
+
+    def _tail_remaining(self, rng: np.random.Generator, e: float) -> float:
+        """Deep in the tail where plain rejection failed (see the module docstring)."""
+        return float(rng.exponential(self.mean)) if self.mean > 0 else 0.0
+
+    def sample_residual(self, rng: np.random.Generator) -> float:
+        """Time left of this activity seen at a random moment (equilibrium forward recurrence)."""
+        x = self.draw(rng, _SIR_DRAWS)
+        total = float(x.sum())
+        if total <= 0:
+            return 0.0
+        pick = float(x[int(rng.choice(_SIR_DRAWS, p=x / total))])
+        return pick * float(rng.random())
+
 
 class Deterministic(_Dist):
     dist: Literal["deterministic"] = "deterministic"
@@ -51,6 +107,12 @@ class Deterministic(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, self.value)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        return self.value - e
+
+    def sample_residual(self, rng: np.random.Generator) -> float:
+        return self.value * float(rng.random())
 
 
 class Exponential(_Dist):
@@ -69,6 +131,12 @@ class Exponential(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.exponential(self.mean_, n)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        return float(rng.exponential(self.mean_))
+
+    def sample_residual(self, rng: np.random.Generator) -> float:
+        return float(rng.exponential(self.mean_))
 
 
 class Uniform(_Dist):
@@ -93,6 +161,12 @@ class Uniform(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(self.low, self.high, n)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        lo = max(self.low, e)
+        if lo >= self.high:  # a point (low == high), or overdue: clamped to 0 by the caller
+            return self.high - e
+        return lo + (self.high - lo) * float(rng.random()) - e
 
 
 class Triangular(_Dist):
@@ -121,6 +195,24 @@ class Triangular(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.triangular(self.low, self.mode, self.high, n)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        a, c, b = self.low, self.mode, self.high
+        if e >= b:
+            return 0.0
+        # work with the survival s = 1 - F: it stays precise near the upper end
+        if e <= a:
+            s_e = 1.0
+        elif e <= c:
+            s_e = 1.0 - (e - a) ** 2 / ((b - a) * (c - a))
+        else:
+            s_e = (b - e) ** 2 / ((b - a) * (b - c))
+        s = s_e * (1.0 - float(rng.random()))  # U(0, S(e)], the conditional survival
+        if s <= (b - c) / (b - a):
+            x = b - math.sqrt(s * (b - a) * (b - c))
+        else:
+            x = a + math.sqrt((1.0 - s) * (b - a) * (c - a))
+        return x - e
 
 
 class TruncatedNormal(_Dist):
@@ -171,6 +263,13 @@ class TruncatedNormal(_Dist):
         m, v = self._moments()
         return v / m**2 if m > 0 else 0.0
 
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        lo = max(self.low, e)
+        if self.sigma == 0 or lo >= self.high:
+            return self._moments()[0] - e if self.sigma == 0 else 0.0
+        z = _normal_between(rng, (lo - self.mu) / self.sigma, (self.high - self.mu) / self.sigma)
+        return self.mu + self.sigma * z - e
+
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.sigma == 0:
             return np.full(n, self._moments()[0])
@@ -203,6 +302,14 @@ class Lognormal(_Dist):
         s2 = math.log1p(self.scv)
         return rng.lognormal(math.log(self.mean_) - s2 / 2, math.sqrt(s2), n)
 
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        if self.std == 0:
+            return self.mean_ - e
+        s2 = math.log1p(self.scv)
+        mu, sigma = math.log(self.mean_) - s2 / 2, math.sqrt(s2)
+        a = -math.inf if e <= 0 else (math.log(e) - mu) / sigma
+        return math.exp(mu + sigma * _normal_between(rng, a, math.inf)) - e
+
 
 class Gamma(_Dist):
     dist: Literal["gamma"] = "gamma"
@@ -219,6 +326,19 @@ class Gamma(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.gamma(self.shape, self.scale, n)
+
+    def _tail_remaining(self, rng: np.random.Generator, e: float) -> float:
+        # Y = X - e has density ∝ (1 + y/e)^(k-1) exp(-y/θ); for k >= 1 it is below
+        # exp(-y (1/θ - (k-1)/e)), an exponential envelope once e is past the mode (k-1)θ
+        k, theta = self.shape, self.scale
+        rate = 1.0 / theta - max(k - 1.0, 0.0) / e if e > 0 else 1.0 / theta
+        if rate > 0:
+            for _ in range(_ENVELOPE_TRIES):
+                y = float(rng.exponential(1.0 / rate))
+                accept = (1.0 + y / e) ** (k - 1.0) * math.exp(-max(k - 1.0, 0.0) * y / e)
+                if float(rng.random()) < accept:
+                    return y
+        return float(rng.exponential(theta))
 
 
 class Weibull(_Dist):
@@ -238,6 +358,11 @@ class Weibull(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.scale * rng.weibull(self.shape, n)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        # S(x) = exp(-(x/λ)^k): given X > e, (X/λ)^k = (e/λ)^k + Exp(1)
+        k, lam = self.shape, self.scale
+        return lam * ((e / lam) ** k + float(rng.exponential())) ** (1.0 / k) - e
 
 
 class Empirical(_Dist):
@@ -264,6 +389,43 @@ class Empirical(_Dist):
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.choice(np.asarray(self.samples, dtype=float), n)
+
+    def _remaining(self, rng: np.random.Generator, e: float) -> float:
+        above = [x for x in self.samples if x > e]
+        return above[int(rng.integers(len(above)))] - e if above else 0.0
+
+
+def _check_elapsed(elapsed: float) -> float:
+    e = float(elapsed)
+    if not e >= 0 or math.isinf(e):
+        raise ValueError(f"elapsed: must be a finite time >= 0, got {elapsed!r}")
+    return e
+
+
+def _by_rejection(dist: _Dist, rng: np.random.Generator, e: float) -> float:
+    """``X - e | X > e`` by plain rejection, falling back to ``dist._tail_remaining``."""
+    for _ in range(_REJECT_BLOCKS):
+        x = dist.draw(rng, _BLOCK)
+        above = x[x > e]
+        if above.size:
+            return float(above[0]) - e
+    return dist._tail_remaining(rng, e)
+
+
+def _normal_between(rng: np.random.Generator, a: float, b: float) -> float:
+    """A standard normal conditioned on ``a < Z <= b``, by inversion on the lower-tail side."""
+    flip = a > 0  # then invert -Z on (-b, -a]: small probabilities keep their precision
+    lo, hi = (-b, -a) if flip else (a, b)
+    p_lo = 0.0 if math.isinf(lo) else 0.5 * math.erfc(-lo / math.sqrt(2))
+    p_hi = 1.0 if math.isinf(hi) else 0.5 * math.erfc(-hi / math.sqrt(2))
+    if p_hi <= p_lo:  # beyond ~37 sigma the CDF underflows: the exponential tail limit
+        if flip:
+            return min(a + float(rng.exponential()) / a, b)
+        return max(b - float(rng.exponential()) / max(-b, 1.0), a)
+    u = p_lo + (p_hi - p_lo) * float(rng.random())
+    z = _STD_NORMAL.inv_cdf(min(max(u, 1e-300), 1.0 - 1e-16))
+    z = min(max(z, lo), hi)
+    return -z if flip else z
 
 
 Distribution = Annotated[

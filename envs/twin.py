@@ -1063,6 +1063,16 @@ class Twin:
             for t, kind, j, s, m in self.log
         ]
 
+    @classmethod
+    def from_snapshot(cls, spec: LineSpec, snapshot: Any, seed: int = 0, **kwargs: Any) -> Twin:
+        """A twin that continues ``spec`` from ``snapshot`` (a :class:`LineSnapshot` or its
+        dict) with ``seed``; ``kwargs`` as for the constructor, ``warmup`` excepted. How
+        activities in progress and the orders due are restored:
+        :mod:`taktline.envs.restore`."""
+        from taktline.envs.restore import restore_twin
+
+        return restore_twin(spec, snapshot, seed, **kwargs)
+
 
 def _exp_dist(mean: float) -> Any:
     from taktline.envs.distributions import Exponential
