@@ -88,24 +88,19 @@ def make_codec(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Codec:
         PolicyError: for an unknown env id or bad kwargs.
     """
     kw = dict(env_kwargs or {})
-    dict_obs = bool(kw.get("dict_obs", False))
-    if env_id == LINE_DISPATCH_ID:
-        from taktline.envs.priorities import DISPATCH_RULES
 
-        return LineDispatchCodec(
-            resolve_line(kw.get("line", "bodyshop")),
-            max_queue=int(kw.get("max_queue", 10)),
-            action_mode=str(kw.get("action_mode", "job")),
-            rules=tuple(kw.get("rules", DISPATCH_RULES)),
-            dict_obs=dict_obs,
-        )
+    def given(*names: str) -> dict[str, Any]:
+        # only what the kwargs set: the codecs' own defaults are the one place defaults live
+        return {n: kw[n] for n in names if n in kw}
+
+    if env_id == LINE_DISPATCH_ID:
+        opts = given("max_queue", "action_mode", "rules", "dict_obs")
+        if "rules" in opts:
+            opts["rules"] = tuple(opts["rules"])
+        return LineDispatchCodec(resolve_line(kw.get("line", "bodyshop")), **opts)
     if env_id == LINE_RELEASE_ID:
-        return LineReleaseCodec(
-            resolve_line(kw.get("line", "bodyshop")),
-            action_mode=str(kw.get("action_mode", "count")),
-            max_release=int(kw.get("max_release", 8)),
-            dict_obs=dict_obs,
-        )
+        opts = given("action_mode", "max_release", "dict_obs")
+        return LineReleaseCodec(resolve_line(kw.get("line", "bodyshop")), **opts)
     if env_id == JOBSHOP_ID:
         max_jobs, max_machines = kw.get("max_jobs"), kw.get("max_machines")
         if max_jobs is None or max_machines is None:
@@ -114,7 +109,7 @@ def make_codec(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Codec:
             n_j, n_m = instance_size(kw.get("instance", "ft06"))
             max_jobs = n_j if max_jobs is None else max_jobs
             max_machines = n_m if max_machines is None else max_machines
-        return JobShopCodec(int(max_jobs), int(max_machines), dict_obs=dict_obs)
+        return JobShopCodec(int(max_jobs), int(max_machines), **given("dict_obs"))
     raise PolicyError(f"env id: unknown {env_id!r}; choose one of {', '.join(ENV_IDS)}")
 
 
