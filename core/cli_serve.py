@@ -61,7 +61,7 @@ def load_settings(
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from taktline.serving.settings import PolicyConfig, Settings
+    from taktline.serving.settings import ServedPolicy, Settings
 
     try:
         base = Settings(**({"insecure": True} if insecure else {}))  # type: ignore[arg-type]
@@ -69,7 +69,7 @@ def load_settings(
         for name, ref in _parse_policies(policy or []).items():
             old = policies.get(name)
             keep = old.model_dump(exclude={"ref"}) if old else {}
-            policies[name] = PolicyConfig(ref=ref, **keep)
+            policies[name] = ServedPolicy(ref=ref, **keep)
         for name in shadow or []:
             if name not in policies:
                 raise SpecError(f"--shadow: {name!r} is not a configured policy")

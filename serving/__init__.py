@@ -8,6 +8,6 @@
 """
 
 from taktline.serving.app import create_app
-from taktline.serving.settings import PolicyConfig, Settings
+from taktline.serving.settings import ServedPolicy, Settings
 
-__all__ = ["PolicyConfig", "Settings", "create_app"]
+__all__ = ["ServedPolicy", "Settings", "create_app"]

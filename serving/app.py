@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     async def decide(name: Configured, snapshot: AnySnapshot) -> DecideResponse:
         """What should happen next, from a plant snapshot: a line's (the twin's
         ``snapshot()``) or a job shop's (``"kind": "jobshop"``)."""
-        return await service.decide(name, snapshot.model_dump())
+        return await service.decide(name, snapshot)
 
     @app.post(
         "/v1/policies/{name}/act",
@@ -244,7 +244,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
     if settings.fast_path:  # valid decision requests skip the framework
         framework = functools.partial(FastAPI.__call__, app)
-        app.fast_path = DecisionFastPath(framework, settings, service, metrics)
+        app.fast_path = DecisionFastPath(framework, app.routes, settings, service, metrics)
     return app
 
 

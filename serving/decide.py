@@ -5,24 +5,28 @@ same functions as in training). Whatever goes wrong on it — no loaded version,
 (spec hash), a snapshot outside what the policy was trained for (e.g. more waiting jobs than its
 padding), an exception, a timeout, a masked action — the configured rule decides instead, and
 the answer says so (``fallback: true`` with a reason) and ``taktline_fallbacks`` counts it.
+
+The fallback is :meth:`taktline.agents.policies.RulePolicy.decide` on the same snapshot: the
+rule code a policy was evaluated against, not a copy of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from functools import lru_cache
+from typing import NoReturn
 
 import anyio
 import numpy as np
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
-from taktline.agents.rules import get_release_rule, get_rule
-from taktline.envs.encoding import JOBSHOP_ID
+from taktline.agents.policies import RulePolicy
+from taktline.envs.encoding import JOBSHOP_ID, Codec
+from taktline.envs.snapshot import JobShopSnapshot, LineSnapshot, Snapshot, pending_dispatch
 from taktline.envs.spec import LineSpec
 from taktline.errors import TaktlineError
 from taktline.serving.metrics import ServingMetrics
@@ -34,7 +38,7 @@ from taktline.serving.schemas import (
     ShadowResult,
     line_spec_problem,
 )
-from taktline.serving.settings import PolicyConfig, Settings
+from taktline.serving.settings import ServedPolicy, Settings
 from taktline.serving.store import LoadedPolicy, ModelStore
 
 log = logging.getLogger("taktline.serving")
@@ -54,116 +58,84 @@ class PolicyAnswer:
     """A decision made by a policy version."""
 
     action: int | None
-    decision: dict[str, Any]
+    decision: Decision
     version: str
 
 
-def snapshot_kind(snapshot: dict[str, Any]) -> str:
-    """``"jobshop"`` or ``"line"``."""
-    return "jobshop" if snapshot.get("kind") == "jobshop" else "line"
+@lru_cache(maxsize=256)
+def rule_policy(rule: str, release: str) -> RulePolicy:
+    """``RulePolicy(rule, release=release)``, built once (the settings name few rules)."""
+    return RulePolicy(rule, release=release)
 
 
-def rule_decision(snapshot: dict[str, Any], config: PolicyConfig) -> dict[str, Any]:
-    """The configured rule's decision for ``snapshot``; needs no model, never fails."""
-    point = snapshot["decision"]
-    if snapshot_kind(snapshot) == "jobshop":
-        return _jobshop_rule_decision(snapshot, config.fallback_rule)
-    if point["kind"] == "release":
-        rule = get_release_rule(config.fallback_release)
-        count = rule.release(len(snapshot["pool"]), int(snapshot["wip"]), float(snapshot["time"]))
-        return {"kind": "release", "count": int(count)}
-    from taktline.envs.encoding import candidates_from_snapshot
-
-    station = next(s for s in snapshot["stations"] if s["name"] == point["station"])
-    machine = next(m for m in station["machines"] if m["id"] == point["machine"])
-    candidates = candidates_from_snapshot(snapshot)
-    index = get_rule(config.fallback_rule).dispatch(
-        candidates, float(snapshot["time"]), machine.get("family")
-    )
-    return {
-        "kind": "dispatch",
-        "station": station["name"],
-        "machine": machine["id"],
-        "job": station["queue"][index]["id"],
-    }
+def rule_decision(snapshot: Snapshot, config: ServedPolicy, rule: str | None = None) -> Decision:
+    """The decision of ``config``'s rules (``rule``, if given, instead of its fallback
+    dispatching rule): :meth:`RulePolicy.decide`; needs no model, never fails on a valid
+    snapshot."""
+    return rule_policy(rule or config.fallback_rule, config.fallback_release).decide(snapshot)
 
 
-def _jobshop_rule_decision(snapshot: dict[str, Any], rule: str) -> dict[str, Any]:
-    """A dispatching rule on a job-shop snapshot (the rule sees what it sees in
-    :func:`taktline.agents.jobshop_dispatch.candidates_of`)."""
-    from taktline.agents.jobshop_dispatch import JobCandidate
-
-    point = snapshot["decision"]
-    jobs = snapshot["jobs"]
-    candidates = []
-    for c in point["candidates"]:
-        job = jobs[c["job"]]
-        after = sum(min(p for _, p in alts) for alts in job["operations"][1:])
-        due = job.get("due_date")
-        candidates.append(
-            JobCandidate(
-                id=int(c["job"]),
-                family="",
-                processing_time=float(c["processing_time"]),
-                remaining_work=float(after + c["processing_time"]),
-                remaining_ops=len(job["operations"]),
-                due_date=math.inf if due is None else float(due),
-                arrival_time=float(job.get("release_date", 0)),
-                queue_entry_time=float(job["ready"]),
-            )
-        )
-    index = get_rule(rule).dispatch(candidates, float(snapshot["time"]), None)
-    chosen = point["candidates"][index]
-    return {
-        "kind": "dispatch",
-        "machine": int(point["machine"]),
-        "job": int(chosen["job"]),
-        "operation": int(jobs[chosen["job"]]["next_op"]),
-        "start": chosen["start"],
-    }
+def rule_label(snapshot: Snapshot, config: ServedPolicy, rule: str | None = None) -> str:
+    """The rule :func:`rule_decision` answers ``snapshot`` with, as configured (``SPT``,
+    ``CONWIP(12)``): served by, metrics and logs name it."""
+    point = snapshot.decision
+    if point is not None and point.kind == "release":
+        return config.fallback_release
+    return rule or config.fallback_rule
 
 
-def policy_decision(loaded: LoadedPolicy, snapshot: dict[str, Any]) -> PolicyAnswer:
+def policy_decision(loaded: LoadedPolicy, snapshot: Snapshot) -> PolicyAnswer:
     """``encode -> act -> decode`` (blocking; the caller bounds its time).
 
     Raises:
         PolicyUnusable: with the reason the fallback will report.
     """
     if loaded.rule is not None:  # a rule served as the policy: the fallback's own code
-        config = loaded.config.model_copy(update={"fallback_rule": loaded.rule})
-        return PolicyAnswer(None, rule_decision(snapshot, config), loaded.version)
-    kind, trained_on = snapshot_kind(snapshot), loaded.bundle.env_id
-    if (kind == "jobshop") != (trained_on == JOBSHOP_ID):
+        return PolicyAnswer(
+            None, rule_decision(snapshot, loaded.config, loaded.rule), loaded.version
+        )
+    bundle, codec = loaded.network
+    is_shop, trained_on = isinstance(snapshot, JobShopSnapshot), bundle.env_id
+    if is_shop != (trained_on == JOBSHOP_ID):
+        kind = "jobshop" if is_shop else "line"
         raise PolicyUnusable(
             "env_mismatch", f"a {kind} snapshot, but the policy was trained on {trained_on}"
         )
-    expected = loaded.bundle.spec_hash
-    if expected and snapshot.get("spec_hash") != expected:
+    expected = bundle.spec_hash
+    if expected and isinstance(snapshot, LineSnapshot) and snapshot.spec_hash != expected:
         raise PolicyUnusable(
             "spec_mismatch",
-            f"spec_hash: policy trained on {expected!r}, snapshot is {snapshot.get('spec_hash')!r}",
+            f"spec_hash: policy trained on {expected!r}, snapshot is {snapshot.spec_hash!r}",
         )
-    max_queue = getattr(loaded.codec, "max_queue", None)
-    point = snapshot["decision"]
-    if max_queue is not None and point["kind"] == "dispatch":
-        queue = next(s["queue"] for s in snapshot["stations"] if s["name"] == point["station"])
-        if len(queue) > max_queue:
-            raise PolicyUnusable(
-                "out_of_range",
-                f"{len(queue)} jobs wait at {point['station']!r}; the policy sees at most "
-                f"{max_queue} (its max_queue)",
-            )
+    _check_padding(codec, snapshot)
     try:
-        obs, mask = loaded.codec.encode(snapshot)
+        obs, mask = codec.encode(snapshot)
     except (TaktlineError, ValueError, KeyError, IndexError) as exc:
         raise PolicyUnusable("out_of_range", f"{type(exc).__name__}: {exc}") from exc
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise PolicyUnusable("out_of_range", "the encoded mask allows no action")
-    action = loaded.bundle.act_one(obs, mask)
+    action = bundle.act_one(obs, mask)
     if not (0 <= action < mask.shape[0] and mask[action]):
         raise PolicyUnusable("masked_action", f"policy chose masked action {action}")
-    return PolicyAnswer(action, loaded.codec.decode(snapshot, action), loaded.version)
+    return PolicyAnswer(action, codec.decode(snapshot, action), loaded.version)
+
+
+def _check_padding(codec: Codec, snapshot: Snapshot) -> None:
+    """Out of range when more jobs wait at the deciding station than the policy sees (its
+    codec's ``max_queue``): the jobs past it would be invisible to it."""
+    max_queue = getattr(codec, "max_queue", None)
+    point = snapshot.decision
+    if max_queue is None or not isinstance(snapshot, LineSnapshot) or point is None:
+        return
+    if point.kind == "dispatch":
+        station, _ = pending_dispatch(snapshot)
+        if len(station.queue) > max_queue:
+            raise PolicyUnusable(
+                "out_of_range",
+                f"{len(station.queue)} jobs wait at {station.name!r}; the policy sees at most "
+                f"{max_queue} (its max_queue)",
+            )
 
 
 class DecisionService:
@@ -174,7 +146,7 @@ class DecisionService:
         self.store = store
         self.metrics = metrics
 
-    async def _run_policy(self, loaded: LoadedPolicy | None, snapshot: dict[str, Any]) -> Any:
+    async def _run_policy(self, loaded: LoadedPolicy | None, snapshot: Snapshot) -> PolicyAnswer:
         if loaded is None:
             raise PolicyUnusable("policy_unavailable", "no version of the policy is loaded")
         timeout = self.settings.decision_timeout_s
@@ -198,7 +170,7 @@ class DecisionService:
             log.exception("policy %s failed", loaded.name)
             raise PolicyUnusable("internal_error", f"{type(exc).__name__}: {exc}") from exc
 
-    async def decide(self, name: str, snapshot: dict[str, Any]) -> DecideResponse:
+    async def decide(self, name: str, snapshot: Snapshot) -> DecideResponse:
         """The decision for ``snapshot`` by policy ``name`` (or its fallback rule)."""
         config = self.settings.policies[name]
         loaded = self.store.get(name)
@@ -206,15 +178,15 @@ class DecisionService:
         if config.shadow:
             return await self._decide_shadow(name, config, loaded, snapshot)
         try:
-            answer: PolicyAnswer = await self._run_policy(loaded, snapshot)
+            answer = await self._run_policy(loaded, snapshot)
         except PolicyUnusable as exc:
-            rule = self._rule_name(snapshot, config)
+            rule = rule_label(snapshot, config)
             self.metrics.fallbacks.labels(name, exc.reason, rule).inc()
             self.metrics.decided(name, "fallback")
             log.warning("policy %s: fallback to %s (%s: %s)", name, rule, exc.reason, exc)
             return DecideResponse(
                 policy=name,
-                decision=Decision(**rule_decision(snapshot, config)),
+                decision=rule_decision(snapshot, config),
                 served_by=f"rule:{rule}",
                 model_version=loaded.version if loaded else None,
                 rule=rule,
@@ -225,7 +197,7 @@ class DecisionService:
         self.metrics.decided(name, "policy")
         return DecideResponse(
             policy=name,
-            decision=Decision(**answer.decision),
+            decision=answer.decision,
             served_by=f"policy:{name}@{answer.version}",
             model_version=answer.version,
             rule=None,
@@ -236,16 +208,16 @@ class DecisionService:
     async def _decide_shadow(
         self,
         name: str,
-        config: PolicyConfig,
+        config: ServedPolicy,
         loaded: LoadedPolicy | None,
-        snapshot: dict[str, Any],
+        snapshot: Snapshot,
     ) -> DecideResponse:
+        rule = rule_label(snapshot, config)
         served = rule_decision(snapshot, config)
-        rule = self._rule_name(snapshot, config)
         try:
-            answer: PolicyAnswer = await self._run_policy(loaded, snapshot)
+            answer = await self._run_policy(loaded, snapshot)
             shadow = ShadowResult(
-                decision=Decision(**answer.decision),
+                decision=answer.decision,
                 action=answer.action,
                 model_version=answer.version,
                 agrees=_same(answer.decision, served),
@@ -264,8 +236,8 @@ class DecisionService:
             json.dumps(
                 {
                     "policy": name,
-                    "time": snapshot["time"],
-                    "served": served,
+                    "time": snapshot.time,
+                    "served": served.model_dump(exclude_none=True),
                     "rule": rule,
                     "shadow": shadow.model_dump(),
                 }
@@ -273,7 +245,7 @@ class DecisionService:
         )
         return DecideResponse(
             policy=name,
-            decision=Decision(**served),
+            decision=served,
             served_by=f"rule:{rule}",
             model_version=loaded.version if loaded else None,
             rule=rule,
@@ -281,11 +253,6 @@ class DecisionService:
             fallback=False,
             shadow=shadow,
         )
-
-    @staticmethod
-    def _rule_name(snapshot: dict[str, Any], config: PolicyConfig) -> str:
-        kind = snapshot["decision"]["kind"]
-        return config.fallback_release if kind == "release" else config.fallback_rule
 
     # ---- /act ----------------------------------------------------------------------------
     async def act(self, name: str, request: ActRequest) -> ActResponse:
@@ -381,7 +348,7 @@ class DecisionService:
         return obs, np.asarray(request.masks, dtype=bool)
 
 
-def _check_fits_the_line(loaded: LoadedPolicy | None, snapshot: dict[str, Any]) -> None:
+def _check_fits_the_line(loaded: LoadedPolicy | None, snapshot: Snapshot) -> None:
     """422 when a line snapshot that claims the policy's line (its ``spec_hash``) names a
     station, machine or product that line does not have: neither the policy nor the rule
     may answer for a line that cannot exist. A snapshot of another line is left to the
@@ -390,26 +357,29 @@ def _check_fits_the_line(loaded: LoadedPolicy | None, snapshot: dict[str, Any]) 
     Raises:
         RequestValidationError: naming the field.
     """
-    if loaded is None or snapshot_kind(snapshot) != "line":
-        return
-    spec = getattr(loaded.codec, "spec", None)  # a line codec's; a rule has none
-    if not isinstance(spec, LineSpec) or snapshot.get("spec_hash") != loaded.bundle.spec_hash:
+    if loaded is None or loaded.bundle is None or not isinstance(snapshot, LineSnapshot):
+        return  # a rule has no line of its own
+    spec = getattr(loaded.codec, "spec", None)  # a line codec's
+    if not isinstance(spec, LineSpec) or snapshot.spec_hash != loaded.bundle.spec_hash:
         return
     problem = line_spec_problem(snapshot, spec)
     if problem is not None:
         _invalid(*problem)
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+_ACTION = {"kind", "station", "machine", "job", "operation", "count"}
+
+
+def _same(a: Decision, b: Decision) -> bool:
     """Whether two decisions do the same thing (ignoring how they were reached)."""
-    keys = ("kind", "station", "machine", "job", "operation", "count")
-    return all(a.get(k) == b.get(k) for k in keys)
+    return a.model_dump(include=_ACTION) == b.model_dump(include=_ACTION)
 
 
 def _act(
     loaded: LoadedPolicy, obs: np.ndarray, masks: np.ndarray | None, deterministic: bool
 ) -> np.ndarray:
-    return np.asarray(loaded.bundle.act(obs, masks, deterministic=deterministic), dtype=np.int64)
+    bundle, _ = loaded.network
+    return np.asarray(bundle.act(obs, masks, deterministic=deterministic), dtype=np.int64)
 
 
 def _invalid(loc: tuple[str | int, ...], msg: str) -> NoReturn:

@@ -57,6 +57,7 @@ class ServingMetrics:
             "taktline_reloads", "Reload attempts.", ["policy", "outcome"], registry=r
         )
         self._decided: dict[tuple[str, str], Any] = {}
+        self._served: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def decided(self, policy: str, source: str) -> None:
         """Count one decision of ``policy`` by ``source`` (``policy``, ``fallback``, ...).
@@ -68,6 +69,21 @@ class ServingMetrics:
         if child is None:
             child = self._decided[(policy, source)] = self.decisions.labels(policy, source)
         child.inc()
+
+    def served(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and record its latency (by route template).
+
+        What the routes' middleware and the fast path both call; each series is looked up
+        once (see :meth:`decided`).
+        """
+        children = self._served.get((route, method, status))
+        if children is None:
+            children = self._served[(route, method, status)] = (
+                self.latency.labels(route, method),
+                self.requests.labels(route, method, str(status)),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
 
     def set_version(self, policy: str, version: str | None, source: str | None) -> None:
         """Record the version now served for ``policy``."""
@@ -104,5 +120,4 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(path, method, str(status)).inc()
+            self.metrics.served(path, method, status, time.perf_counter() - start)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
@@ -28,18 +28,18 @@ def key_matches(token: str, keys: list[bytes]) -> bool:
     return found
 
 
-def check_api_key(token: str | None, keys: list[bytes], enabled: bool) -> None:
-    """Raise 401 without a bearer token and 403 with a wrong one (nothing when auth is off)."""
-    if not enabled:
+def check_api_key(authorization: str | None, keys: list[bytes], enabled: bool) -> None:
+    """Raise 401 without a bearer token and 403 with a wrong one (nothing when the caller is
+    :func:`caller_authorized`, or auth is off)."""
+    if caller_authorized(authorization, keys, enabled):
         return
-    if token is None:
+    if bearer_token(authorization) is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not key_matches(token, keys):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
+    raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -56,8 +56,9 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def caller_authorized(authorization: str | None, keys: list[bytes], enabled: bool) -> bool:
-    """Whether an ``Authorization`` header value passes :func:`check_api_key` (always, when
-    auth is off): who may call ``/v1/*`` may also see operational details such as load errors.
+    """Whether an ``Authorization`` header value holds a valid key (always, when auth is
+    off): the one test of the routes (:func:`check_api_key`), the fast path and ``/readyz``
+    (who may call ``/v1/*`` may also see operational details such as load errors).
     """
     if not enabled:
         return True
@@ -95,17 +96,32 @@ async def require_json(request: Request) -> None:
 def api_key_dependency(
     keys: list[bytes], enabled: bool
 ) -> Callable[..., Coroutine[Any, Any, None]]:
-    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one."""
+    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one.
+
+    The header is read by :func:`bearer_token`, as the fast path reads it; ``HTTPBearer``
+    only declares the scheme in the OpenAPI schema.
+    """
 
     async def require_api_key(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        token = None
-        if credentials is not None and credentials.scheme.lower() == "bearer":
-            token = credentials.credentials
-        check_api_key(token, keys, enabled)
+        check_api_key(request.headers.get("authorization"), keys, enabled)
 
     return require_api_key
+
+
+def announced_too_large(headers: Iterable[tuple[bytes, bytes]], max_bytes: int) -> bool:
+    """Whether a request's ``Content-Length`` announces more than ``max_bytes`` (an unreadable
+    one counts as too large). A body sent without one is counted as it streams in.
+
+    >>> announced_too_large([(b"content-length", b"2000")], 1024), announced_too_large([], 1)
+    (True, False)
+    """
+    for name, value in headers:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > max_bytes
+    return False
 
 
 class RequestSizeLimit:
@@ -119,15 +135,9 @@ class RequestSizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    announced = int(value)
-                except ValueError:
-                    announced = self.max_bytes + 1
-                if announced > self.max_bytes:
-                    await self._reject(send)
-                    return
+        if announced_too_large(scope["headers"], self.max_bytes):
+            await self._reject(send)
+            return
         seen = 0
         started = False
 

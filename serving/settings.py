@@ -1,6 +1,6 @@
 """Serving settings: one ``Settings(BaseSettings)`` read from ``TAKTLINE_*`` environment variables.
 
-Policies are a mapping from the name clients use to a :class:`PolicyConfig`; the environment
+Policies are a mapping from the name clients use to a :class:`ServedPolicy`; the environment
 form is JSON, and a bare string is shorthand for ``{"ref": ...}``::
 
     TAKTLINE_ENV=production
@@ -48,7 +48,7 @@ LOCAL_ENVS = ("local",)
 """Environments where authentication is off by default (only a developer's own machine)."""
 
 
-class PolicyConfig(BaseModel):
+class ServedPolicy(BaseModel):
     """One served policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     env: Literal["local", "dev", "staging", "production"] = "production"
     """Deployment environment; authentication is on everywhere except ``local`` (see the
     module docstring)."""
-    policies: Annotated[dict[str, PolicyConfig], NoDecode] = Field(default_factory=dict)
+    policies: Annotated[dict[str, ServedPolicy], NoDecode] = Field(default_factory=dict)
     """Served policies by the name clients use in ``/v1/policies/{name}/...``."""
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """Bearer tokens accepted on ``/v1/*`` (compared in constant time); in the environment a
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
 
     @field_validator("policies")
     @classmethod
-    def _check_names(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+    def _check_names(cls, value: dict[str, ServedPolicy]) -> dict[str, ServedPolicy]:
         for name in value:
             if not _NAME.match(name):
                 raise ValueError(

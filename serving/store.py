@@ -39,125 +39,86 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from taktline.errors import PolicyError
-from taktline.serving.settings import PolicyConfig, Settings
+from taktline.serving.settings import ServedPolicy, Settings
+
+if TYPE_CHECKING:
+    from taktline.agents.bundle import PolicyBundle
+    from taktline.envs.encoding import Codec
 
 log = logging.getLogger("taktline.serving")
 
 Source = Literal["registry", "cache", "path", "rule"]
 
 
-class Bundle(Protocol):
-    """What serving uses of :class:`taktline.agents.bundle.PolicyBundle`."""
-
-    env_id: str
-    env_kwargs: dict[str, Any]
-    spec_hash: str | None
-    observation_space: Any
-    action_space: Any
-    lineage: dict[str, Any]
-    version: str | None
-
-    def act(
-        self, obs: np.ndarray, mask: np.ndarray | None = None, deterministic: bool = True
-    ) -> np.ndarray: ...
-
-    def act_one(self, obs: np.ndarray, mask: np.ndarray) -> int: ...
-
-
-class Codec(Protocol):
-    """What serving uses of :func:`taktline.envs.encoding.make_codec`'s codec."""
-
-    observation_space: Any
-    action_space: Any
-
-    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True)
 class LoadedPolicy:
-    """One loaded version of a configured policy (immutable: reloads replace it whole)."""
+    """One loaded version of a configured policy (immutable: reloads replace it whole).
+
+    A network policy has its verified, frozen ``bundle`` and the ``codec`` of its environment
+    (:func:`taktline.envs.encoding.make_codec`: the encode/decode it was trained with); a
+    ``rule:NAME`` policy has neither, only ``rule``, and decides with
+    :meth:`taktline.agents.policies.RulePolicy.decide`, like the fallback.
+    """
 
     name: str
-    config: PolicyConfig
-    bundle: Bundle
-    codec: Codec
+    config: ServedPolicy
     version: str
     source: Source
+    bundle: PolicyBundle | None = None
+    codec: Codec | None = None
     alias: str | None = None
     model_name: str | None = None
     loaded_at: float = field(default_factory=time.time)
     rule: str | None = None
-    """The dispatching rule served as the policy (``rule:NAME``); it decides from snapshots with
-    the fallback's own code and has no observation interface (no ``/act``)."""
+    """The dispatching rule served as the policy (``rule:NAME``); it has no observation
+    interface (no ``/act``)."""
+
+    @property
+    def network(self) -> tuple[PolicyBundle, Codec]:
+        """The bundle and codec of a network policy.
+
+        Raises:
+            PolicyError: for a rule, which decides from snapshots only.
+        """
+        if self.bundle is None or self.codec is None:
+            raise PolicyError(
+                f"policy {self.name!r} serves the rule {self.rule}, which decides from the "
+                "snapshot itself; it has no observation interface"
+            )
+        return self.bundle, self.codec
 
     @property
     def n_actions(self) -> int:
         """Actions of the network (0 for a rule: it has no action space)."""
-        return 0 if self.rule else int(self.bundle.action_space.n)
+        return 0 if self.bundle is None else int(self.bundle.action_space.n)
 
     @property
     def flat_space(self) -> Any:
         """The observation space without a Dict wrapper (``{"observations", "action_mask"}``)."""
-        space = self.bundle.observation_space
+        space = self.network[0].observation_space
         spaces = getattr(space, "spaces", None)
         return spaces["observations"] if isinstance(spaces, dict) else space
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
         """One observation's shape (``()`` for a rule: it observes snapshots, not vectors)."""
-        if self.rule:
+        if self.bundle is None:
             return ()
         return tuple(int(d) for d in self.flat_space.shape)
 
     @property
     def size_agnostic(self) -> bool:
         """Whether the network takes observations of any width (e.g. larger job shops)."""
-        return bool(getattr(self.bundle, "size_agnostic", False))
+        return self.bundle is not None and self.bundle.size_agnostic
 
     @property
     def fast(self) -> bool:
         """Whether one decision is a small, bounded computation (the numpy MLP kernel or a
         rule): safe to run on the event loop without a worker thread."""
-        return bool(self.rule) or bool(getattr(self.bundle, "frozen", False))
-
-
-@dataclass
-class RuleBundle:
-    """What a ``rule:NAME`` policy has where a network policy has its bundle: its name and
-    lineage; no spaces, and acting on observations is an error (a rule needs the snapshot)."""
-
-    rule: str
-    env_id: str = ""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    spec_hash: str | None = None
-    observation_space: Any = None
-    action_space: Any = None
-    lineage: dict[str, Any] = field(default_factory=dict)
-    version: str | None = None
-
-    def act(
-        self, obs: np.ndarray, mask: np.ndarray | None = None, deterministic: bool = True
-    ) -> np.ndarray:
-        raise PolicyError(
-            f"rule {self.rule}: a rule decides from a snapshot (POST .../decide); it has no "
-            "observation interface"
-        )
-
-    def act_one(self, obs: np.ndarray, mask: np.ndarray) -> int:
-        return int(self.act(obs[None], mask[None])[0])
-
-    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        raise PolicyError(f"rule {self.rule}: decides from the snapshot itself, not an encoding")
-
-    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
-        raise PolicyError(f"rule {self.rule}: has no actions to decode")
+        return self.bundle is None or self.bundle.frozen
 
 
 @dataclass(frozen=True)
@@ -179,20 +140,14 @@ class AliasGone(PolicyError):
     """The registry answered that the alias (or pinned version) does not exist."""
 
 
-def load_bundle_dir(path: Path) -> Bundle:
-    """Load a policy bundle from a directory (or from an MLflow model directory holding one)."""
+def load_bundle_dir(path: Path) -> PolicyBundle:
+    """Load a policy bundle from a directory (or from an MLflow model directory holding one),
+    verified (:meth:`~taktline.agents.bundle.PolicyBundle.load`) and frozen: served weights
+    never change, so an MLP runs on its numpy kernel (~10x faster)."""
     from taktline.agents.bundle import PolicyBundle
     from taktline.agents.policies import find_bundle
 
-    # frozen: served weights never change, so an MLP runs on its numpy kernel (~10x faster)
-    return cast(Bundle, PolicyBundle.load(find_bundle(path)).freeze())
-
-
-def make_codec_for(bundle: Bundle) -> Codec:
-    """The codec of the bundle's environment (the same encode/decode as in training)."""
-    from taktline.envs.encoding import make_codec
-
-    return cast(Codec, make_codec(bundle.env_id, bundle.env_kwargs))
+    return PolicyBundle.load(find_bundle(path)).freeze()
 
 
 class ModelStore:
@@ -204,7 +159,7 @@ class ModelStore:
     """
 
     def __init__(
-        self, settings: Settings, loader: Callable[[Path], Bundle] = load_bundle_dir
+        self, settings: Settings, loader: Callable[[Path], PolicyBundle] = load_bundle_dir
     ) -> None:
         self.settings = settings
         self.loader = loader
@@ -322,12 +277,11 @@ class ModelStore:
         log.info("policy %s: now version %s (%s)", name, new.version, new.source)
         return ReloadResult(name, True, new.version, previous, new.source)
 
-    def _load(self, name: str, config: PolicyConfig, old: LoadedPolicy | None) -> LoadedPolicy:
+    def _load(self, name: str, config: ServedPolicy, old: LoadedPolicy | None) -> LoadedPolicy:
         if config.rule is not None:
             if old is not None:
                 return old
-            rule = RuleBundle(config.rule, lineage={"rule": config.rule}, version=config.ref)
-            return LoadedPolicy(name, config, rule, rule, config.ref, "rule", rule=config.rule)
+            return LoadedPolicy(name, config, config.ref, "rule", rule=config.rule)
         registry = config.registry
         if registry is None:
             if old is not None:
@@ -362,8 +316,8 @@ class ModelStore:
     def _wrap(
         self,
         name: str,
-        config: PolicyConfig,
-        bundle: Bundle,
+        config: ServedPolicy,
+        bundle: PolicyBundle,
         version: str,
         source: Source,
         alias: str | None = None,
@@ -371,8 +325,10 @@ class ModelStore:
     ) -> LoadedPolicy:
         if getattr(bundle.action_space, "n", None) is None:
             raise PolicyError(f"policy {name!r}: serving needs a Discrete action space")
-        codec = make_codec_for(bundle)
-        return LoadedPolicy(name, config, bundle, codec, version, source, alias, model_name)
+        from taktline.envs.encoding import make_codec
+
+        codec = make_codec(bundle.env_id, bundle.env_kwargs)
+        return LoadedPolicy(name, config, version, source, bundle, codec, alias, model_name)
 
     # ---- registry and cache ------------------------------------------------------------
     @staticmethod
@@ -412,7 +368,7 @@ class ModelStore:
                 raise gone from exc
             raise
 
-    def _load_cached(self, name: str, path: Path, what: str) -> Bundle:
+    def _load_cached(self, name: str, path: Path, what: str) -> PolicyBundle:
         """The bundle in cache folder ``path``, verified (a failure names the folder)."""
         try:
             return self.loader(path)
@@ -454,14 +410,14 @@ class ModelStore:
         except OSError as exc:
             log.warning("policy %s: could not remove the cache pointer: %s", name, exc)
 
-    def _write_pointer(self, name: str, config: PolicyConfig, version: str, path: Path) -> None:
+    def _write_pointer(self, name: str, config: ServedPolicy, version: str, path: Path) -> None:
         pointer = self._pointer(name)
         pointer.parent.mkdir(parents=True, exist_ok=True)
         tmp = pointer.with_suffix(".tmp")
         tmp.write_text(json.dumps({"ref": config.ref, "version": version, "path": str(path)}))
         tmp.replace(pointer)
 
-    def _from_cache(self, name: str, config: PolicyConfig) -> LoadedPolicy | None:
+    def _from_cache(self, name: str, config: ServedPolicy) -> LoadedPolicy | None:
         """The version the pointer of ``name`` names, if it is one this store downloaded."""
         registry = config.registry
         pointer = self._pointer(name)

@@ -98,7 +98,8 @@ def wait_until_up(server: Server, ready: bool = True, timeout_s: float = 90.0) -
 
 
 def dispatch_snapshots(line: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` snapshots of ``line`` at successive dispatch decisions (SPT drives the twin)."""
+    """``n`` snapshots of ``line`` at successive dispatch decisions (SPT drives the twin), as
+    the JSON a client posts (``model_dump(mode="json")``)."""
     from taktline.agents.rules import get_rule
     from taktline.envs.spec import load_spec
     from taktline.envs.twin import Twin
@@ -111,7 +112,7 @@ def dispatch_snapshots(line: str, n: int, seed: int = 0) -> list[dict[str, Any]]
         if req is None:
             break
         if req.kind == "dispatch":
-            out.append(twin.snapshot())
+            out.append(twin.snapshot().model_dump(mode="json"))
             last = twin.machines[req.machine].last_family
             twin.dispatch(rule.dispatch(req.candidates, twin.now, last))
         else:

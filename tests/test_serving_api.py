@@ -57,14 +57,12 @@ def _queue(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _in_process_decision(bundle_path: Path, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The policy's own decide path, in process (torch, not serving's frozen numpy kernel)."""
     from taktline.agents.bundle import PolicyBundle
-    from taktline.envs.encoding import make_codec
+    from taktline.agents.policies import NeuralPolicy
 
-    bundle = PolicyBundle.load(bundle_path)
-    codec = make_codec(bundle.env_id, bundle.env_kwargs)
-    obs, mask = codec.encode(snapshot)
-    action = int(bundle.act(obs[None], mask[None])[0])
-    return codec.decode(snapshot, action)
+    decision = NeuralPolicy(PolicyBundle.load(bundle_path)).decide(snapshot)
+    return decision.model_dump(mode="json", exclude_none=True)
 
 
 def test_decide_answers_a_waiting_job_with_the_policy_version(
@@ -173,7 +171,7 @@ def test_release_decision_falls_back_to_the_release_rule(
     snap["pool"] = [{**job, "id": f"{job['id']}-order"} for job in _queue(snapshots[0])[:2]]
     body = client.post("/v1/policies/bodyshop/decide", json=snap).json()
     assert body["fallback"] is True and body["served_by"] == "rule:IMMEDIATE"
-    assert body["decision"] == {"kind": "release", "count": 2}
+    assert body["decision"] == {"kind": "release", "count": 2, "rule": "IMMEDIATE"}
 
 
 def test_shadow_mode_serves_the_rule_and_reports_the_policy(

@@ -1,9 +1,9 @@
-"""The fast path's snapshot validator: the model's rules, dicts out.
+"""The fast path validates as the routes do, and authorizes as they do.
 
-``serving.fastpath`` validates line snapshots with a validator derived from ``Snapshot``'s core
-schema that returns plain dicts. These tests hold it to the model: on the twin's snapshots it
-gives exactly ``model_dump()``, and on hundreds of broken variants it rejects exactly what the
-model rejects. (``test_serving_api`` compares whole answers of the fast path and the routes.)
+``serving.fastpath`` validates a raw body with ``validate_json`` of the routes' own body type;
+FastAPI parses the JSON and validates the result. These tests hold the two to each other on the
+twin's snapshots and on hundreds of broken variants (``test_serving_api`` compares whole answers
+of the fast path and the routes over HTTP), and hold the fast path's key check to the routes'.
 """
 
 from __future__ import annotations
@@ -14,27 +14,30 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError, model_validator
+from fastapi import HTTPException
+from pydantic import TypeAdapter, ValidationError
 
-from taktline.serving.fastpath import _LINE, dict_validator
-from taktline.serving.schemas import Snapshot, line_snapshot_problem
+from taktline.serving.fastpath import _BODIES
+from taktline.serving.schemas import AnySnapshot
+from taktline.serving.security import caller_authorized, check_api_key
 from tests.serving_support import dispatch_snapshots
 
 BAD_VALUES: list[Any] = [None, "x", -1, 1.5, [], {}, True, float("nan"), float("inf"), ""]
+_ROUTE_BODY: TypeAdapter[Any] = TypeAdapter(AnySnapshot)
 
 
-def dict_path(body: bytes) -> dict[str, Any] | None:
-    """What the fast path makes of a body: the snapshot, or ``None`` (rejected)."""
+def fast_path(body: bytes) -> dict[str, Any] | None:
+    """What the fast path makes of a body: the snapshot's JSON, or ``None`` (rejected)."""
     try:
-        snapshot = _LINE.validate_json(body)
+        return _BODIES["decide"].validate_json(body).model_dump(mode="json")
     except ValidationError:
         return None
-    return None if line_snapshot_problem(snapshot) else snapshot
 
 
-def model_path(body: bytes) -> dict[str, Any] | None:
+def route_path(body: bytes) -> dict[str, Any] | None:
+    """What the route makes of it: FastAPI's ``json.loads``, then the body type's validation."""
     try:
-        return Snapshot.model_validate_json(body).model_dump()
+        return _ROUTE_BODY.validate_python(json.loads(body)).model_dump(mode="json")
     except ValidationError:
         return None
 
@@ -70,6 +73,8 @@ def variants(snapshot: dict[str, Any]) -> Iterator[dict[str, Any]]:
         lambda s: s["stations"][si]["machines"][0].update(state="broken"),
         lambda s: s.update(stations=[]),
         lambda s: s.update(pool=[copy.deepcopy(s["stations"][si]["queue"][0])]),
+        lambda s: s.update(schema_version=2),
+        lambda s: s.update(kind="jobshop"),
     ):
         out = copy.deepcopy(snapshot)
         change(out)
@@ -77,23 +82,23 @@ def variants(snapshot: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("line", ["bodyshop", "serial5"])
-def test_dict_validator_gives_exactly_model_dump_on_twin_snapshots(line: str) -> None:
+def test_fast_path_reads_the_twins_snapshots_as_the_route_does(line: str) -> None:
     snapshots = dispatch_snapshots(line, 60, seed=3)
     assert len(snapshots) >= 30
     for snapshot in snapshots:
         body = json.dumps(snapshot).encode()
-        expected = model_path(body)
-        assert expected is not None
-        assert dict_path(body) == expected
+        expected = route_path(body)
+        assert expected == snapshot  # the twin's snapshot is valid and round-trips
+        assert fast_path(body) == expected
 
 
-def test_dict_validator_rejects_what_the_model_rejects() -> None:
+def test_fast_path_rejects_what_the_route_rejects() -> None:
     base = dispatch_snapshots("bodyshop", 20, seed=1)[-1]
     accepted = rejected = 0
     for variant in variants(base):
         body = json.dumps(variant).encode()  # NaN/inf become the NaN/Infinity tokens
-        expected = model_path(body)
-        assert dict_path(body) == expected, body[:300]
+        expected = route_path(body)
+        assert fast_path(body) == expected, body[:300]
         if expected is None:
             rejected += 1
         else:
@@ -102,17 +107,18 @@ def test_dict_validator_rejects_what_the_model_rejects() -> None:
     assert rejected > 200 and accepted > 10, (accepted, rejected)
 
 
-def test_dict_validator_refuses_a_model_validator_it_was_not_given() -> None:
-    class Checked(BaseModel):
-        x: int
-
-        @model_validator(mode="after")
-        def _positive(self) -> Checked:
-            if self.x <= 0:
-                raise ValueError("x: must be positive")
-            return self
-
-    with pytest.raises(TypeError, match="model validator"):
-        dict_validator(Checked, {})
-    plain = dict_validator(Checked, {Checked._positive: lambda d: None})
-    assert plain.validate_json(b'{"x": 3}') == {"x": 3}
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Bearer k-1", "bearer k-1", "Bearer  k-1", "Bearer k-1 ", "Bearer k-2",
+     "Basic k-1", "Bearer", "Bearer ", "k-1", "Bearer k-1x"],
+)  # fmt: skip
+def test_fast_path_admits_exactly_the_callers_the_routes_admit(header: str | None) -> None:
+    keys = [b"k-1"]
+    try:
+        check_api_key(header, keys, enabled=True)
+        route_admits = True
+    except HTTPException as exc:
+        assert exc.status_code in (401, 403)
+        route_admits = False
+    assert caller_authorized(header, keys, enabled=True) is route_admits
+    assert caller_authorized(header, keys, enabled=False)  # auth off: everyone

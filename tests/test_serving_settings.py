@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from taktline.serving.security import key_matches
-from taktline.serving.settings import PolicyConfig, Settings
+from taktline.serving.settings import ServedPolicy, Settings
 
 
 def test_auth_is_on_outside_local_and_refuses_to_start_without_keys() -> None:
@@ -27,7 +27,7 @@ def test_policies_read_from_environment_with_shorthand(monkeypatch: pytest.Monke
         ' "shadow": true}}',
     )
     s = Settings()
-    assert s.policies["a"] == PolicyConfig(ref="models:/a@production")
+    assert s.policies["a"] == ServedPolicy(ref="models:/a@production")
     assert s.policies["a"].registry == ("a", "production", None)
     assert s.policies["b"].fallback_rule == "EDD" and s.policies["b"].shadow
     assert s.policies["b"].registry is None
@@ -38,12 +38,12 @@ def test_policies_read_from_environment_with_shorthand(monkeypatch: pytest.Monke
 )
 def test_only_registry_aliases_versions_or_paths_are_accepted(ref: str) -> None:
     with pytest.raises(ValidationError, match="ref"):
-        PolicyConfig(ref=ref)
+        ServedPolicy(ref=ref)
 
 
 def test_unknown_fallback_rule_names_the_choices() -> None:
     with pytest.raises(ValidationError, match="SPT"):
-        PolicyConfig(ref="/b", fallback_rule="FASTEST")
+        ServedPolicy(ref="/b", fallback_rule="FASTEST")
 
 
 def test_policy_names_must_be_url_safe() -> None:
@@ -118,8 +118,8 @@ def test_serve_turns_bad_settings_into_one_error_line(
 
 
 def test_rule_references_are_validated_and_normalised() -> None:
-    config = PolicyConfig(ref="rule:same")
+    config = ServedPolicy(ref="rule:same")
     assert config.ref == "rule:SAME" and config.rule == "SAME" and config.registry is None
-    assert PolicyConfig(ref="models:/a@production").rule is None
+    assert ServedPolicy(ref="models:/a@production").rule is None
     with pytest.raises(ValidationError, match="FASTEST"):
-        PolicyConfig(ref="rule:FASTEST")
+        ServedPolicy(ref="rule:FASTEST")
