@@ -29,12 +29,11 @@ import copy
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from taktline.agents.bundle import BUNDLE_FILE, PolicyBundle
 from taktline.envs.decision import Decision
 from taktline.envs.snapshot import (
     Candidate,
@@ -46,6 +45,10 @@ from taktline.envs.snapshot import (
     pending_dispatch,
 )
 from taktline.errors import PolicyError
+
+if TYPE_CHECKING:  # the bundle needs torch: imported where a bundle is loaded, so that rules
+    # and CP-SAT decide without it
+    from taktline.agents.bundle import PolicyBundle
 
 JOBSHOP_ID = "taktline/JobShop-v0"
 
@@ -391,6 +394,8 @@ class CpSatPolicy(Policy):
 # ---- loading ---------------------------------------------------------------------------------
 def find_bundle(root: Path) -> Path:
     """The bundle directory at or under ``root`` (an MLflow model keeps it among artifacts)."""
+    from taktline.agents.bundle import BUNDLE_FILE
+
     if (root / BUNDLE_FILE).is_file():
         return root
     found = sorted((p.parent for p in root.rglob(BUNDLE_FILE)), key=lambda p: len(p.parts))
@@ -402,8 +407,10 @@ def find_bundle(root: Path) -> Path:
 def load_bundle(ref: str) -> PolicyBundle:
     """A bundle from a directory or an MLflow URI (``models:/...``, ``runs:/...``).
 
-    MLflow is imported only for URIs; the registry version is kept in ``bundle.version``.
+    MLflow and torch are imported only here; the registry version is kept in ``bundle.version``.
     """
+    from taktline.agents.bundle import PolicyBundle
+
     if ref.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         import os
 
