@@ -2,14 +2,10 @@
 
 At every decision point of :class:`~taktline.envs.jobshop.schedule.JobShopState` (the
 Giffler–Thompson conflict set for ``"active"``, the jobs that can start now for
-``"non-delay"``), the rule from :mod:`taktline.agents.rules` picks one candidate. Classical
-job-shop definitions of the candidate fields:
-
-* ``processing_time``: the operation's time on the decision machine (SPT, LPT);
-* ``remaining_work``: the job's remaining work *including* this operation (MWKR);
-* ``remaining_ops``: its remaining operations *including* this one (MOPNR);
-* ``queue_entry_time``: when the job became ready for this operation (FIFO);
-* ``due_date`` / ``arrival_time``: the job's due date (``inf`` if none) / release date.
+``"non-delay"``), the rule from :mod:`taktline.agents.rules` picks one candidate, as it sees
+it in the state's snapshot: :func:`taktline.envs.encoding_jobshop.jobshop_candidates` (which
+documents the classical job-shop meaning of each candidate field) is the one reader, shared with
+``JobShop-v0`` and ``RulePolicy.decide``.
 
 Ties are broken as the rules module documents: earlier queue entry, then the lower job id.
 In a flexible job shop the decision machine ``M*`` is the one that can complete an operation
@@ -23,26 +19,13 @@ earliest; the rule chooses which operation it runs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from taktline.agents.rules import DispatchRule, get_rule
+from taktline.envs.encoding_jobshop import jobshop_candidates, jobshop_snapshot
 from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.envs.jobshop.schedule import JobShopState, ScheduledOperation
-
-
-@dataclass(slots=True)
-class JobCandidate:
-    """What a rule sees of one candidate job (the ``Candidate`` protocol)."""
-
-    id: int
-    family: str
-    processing_time: float
-    remaining_work: float
-    remaining_ops: int
-    due_date: float
-    arrival_time: float
-    queue_entry_time: float
+from taktline.envs.snapshot import Candidate
 
 
 @dataclass(frozen=True)
@@ -85,24 +68,9 @@ class DispatchResult:
         return out
 
 
-def candidates_of(state: JobShopState) -> list[JobCandidate]:
-    """The rule's view of the current candidates of ``state``."""
-    inst = state.instance
-    dues = inst.due_dates
-    releases = inst.release_dates
-    return [
-        JobCandidate(
-            id=j,
-            family="",
-            processing_time=float(p),
-            remaining_work=float(state.work_after(j) + p),
-            remaining_ops=state.remaining_ops(j),
-            due_date=float(dues[j]) if dues is not None else math.inf,
-            arrival_time=float(releases[j]) if releases is not None else 0.0,
-            queue_entry_time=float(state.job_ready[j]),
-        )
-        for j, p in zip(state.candidate_jobs, state.candidate_times, strict=True)
-    ]
+def candidates_of(state: JobShopState) -> list[Candidate]:
+    """The rule candidates of a live state: :func:`jobshop_candidates` of its snapshot."""
+    return jobshop_candidates(jobshop_snapshot(state))
 
 
 def dispatch(
@@ -118,8 +86,9 @@ def dispatch(
     r = get_rule(rule) if isinstance(rule, str) else rule
     state = JobShopState(instance, scheme)
     while not state.done:
-        cands = candidates_of(state)
-        pick = r.dispatch(cands, now=float(state.now), last_family=None)
+        snap = jobshop_snapshot(state)
+        cands = jobshop_candidates(snap)
+        pick = r.dispatch(cands, now=float(snap.time), last_family=None)
         state.apply(cands[pick].id)
     ref, kind = instance.reference()
     return DispatchResult(

@@ -1,9 +1,11 @@
-"""The job-shop snapshot (plain data) and the codec of ``taktline/JobShop-v0``.
+"""The job-shop snapshot, its rule candidates and the codec of ``taktline/JobShop-v0``.
 
-A job-shop snapshot is what a scheduler knows at a decision point, as JSON::
+A job-shop snapshot (:class:`~taktline.envs.snapshot.JobShopSnapshot`, built by
+:func:`jobshop_snapshot`) is what a scheduler knows at a decision point; its JSON
+(``snap.model_dump(mode="json")``) is::
 
-    {"kind": "jobshop", "instance": "ta01", "scheme": "active", "time": 120, "makespan": 187,
-     "time_scale": 99,                       # the longest processing time (a normalizer)
+    {"schema_version": 1, "kind": "jobshop", "instance": "ta01", "scheme": "active",
+     "time": 120, "makespan": 187, "time_scale": 99,   # the longest processing time
      "machines": [{"id": 0, "available": 187}, ...],
      "jobs": [{"id": 0, "ready": 94, "next_op": 2, "n_ops": 15,
                "release_date": 0, "due_date": null,
@@ -25,13 +27,25 @@ That is 11 per job + 4 per machine + 4 (229 on a 15x15 instance; JSSEnv has 7 pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
+from taktline.envs.decision import Decision
+from taktline.envs.snapshot import (
+    SCHEMA_VERSION,
+    Candidate,
+    JobShopCandidate,
+    JobShopDecisionPoint,
+    JobShopJob,
+    JobShopMachine,
+    JobShopSnapshot,
+    as_jobshop_snapshot,
+)
 from taktline.errors import InfeasibleActionError, PolicyError
 
 if TYPE_CHECKING:
@@ -43,54 +57,59 @@ MACHINE_FEATURES = 4
 GLOBAL_FEATURES = 4
 
 
-def jobshop_snapshot(state: JobShopState) -> dict[str, Any]:
-    """The plain-data snapshot of a job-shop state (see the module docstring).
+def jobshop_snapshot(state: JobShopState) -> JobShopSnapshot:
+    """The typed snapshot of a job-shop state (see the module docstring).
+
+    Built without validation (the state's values are valid); ``as_snapshot`` of its
+    ``model_dump(mode="json")`` gives it back, and ``JobShopState.from_snapshot`` restores it.
 
     >>> from taktline.envs.jobshop import JobShopState, load_bundled
     >>> snap = jobshop_snapshot(JobShopState(load_bundled("ft06")))
-    >>> snap["decision"]["machine"], len(snap["jobs"]), snap["time_scale"]
+    >>> snap.decision.machine, len(snap.jobs), snap.time_scale
     (2, 6, 10)
     """
     inst = state.instance
     due = inst.due_dates
     rel = inst.release_dates
-    decision: dict[str, Any] | None = None
+    decision: JobShopDecisionPoint | None = None
     if not state.done:
-        decision = {
-            "kind": "dispatch",
-            "machine": state.candidate_machine,
-            "candidates": [
-                {"job": j, "start": s, "processing_time": p}
+        decision = JobShopDecisionPoint.model_construct(
+            kind="dispatch",
+            machine=state.candidate_machine,
+            candidates=[
+                JobShopCandidate.model_construct(job=j, start=s, processing_time=p)
                 for j, s, p in zip(
-                    state.candidate_jobs,
-                    state.candidate_starts,
-                    state.candidate_times,
-                    strict=True,
+                    state.candidate_jobs, state.candidate_starts, state.candidate_times, strict=True
                 )
             ],
-        }
-    return {
-        "kind": "jobshop",
-        "instance": inst.name,
-        "scheme": state.scheme,
-        "time": state.now,
-        "makespan": state.makespan,
-        "time_scale": max(p for ops in inst.jobs for alts in ops for _, p in alts),
-        "machines": [{"id": m, "available": a} for m, a in enumerate(state.machine_available)],
-        "jobs": [
-            {
-                "id": j,
-                "ready": state.job_ready[j],
-                "next_op": state.next_op[j],
-                "n_ops": len(ops),
-                "release_date": rel[j] if rel else 0,
-                "due_date": due[j] if due else None,
-                "operations": [[list(a) for a in alts] for alts in ops[state.next_op[j] :]],
-            }
+        )
+    ready, nxt = state.job_ready, state.next_op
+    return JobShopSnapshot.model_construct(
+        schema_version=SCHEMA_VERSION,
+        kind="jobshop",
+        instance=inst.name,
+        scheme=state.scheme,
+        time=state.now,
+        makespan=state.makespan,
+        time_scale=inst.max_processing_time,
+        machines=[
+            JobShopMachine.model_construct(id=m, available=a)
+            for m, a in enumerate(state.machine_available)
+        ],
+        jobs=[
+            JobShopJob.model_construct(
+                id=j,
+                ready=ready[j],
+                next_op=nxt[j],
+                n_ops=len(ops),
+                release_date=rel[j] if rel else 0,
+                due_date=due[j] if due else None,
+                operations=[[list(a) for a in alts] for alts in ops[nxt[j] :]],
+            )
             for j, ops in enumerate(inst.jobs)
         ],
-        "decision": decision,
-    }
+        decision=decision,
+    )
 
 
 @dataclass(slots=True)
@@ -115,103 +134,96 @@ class JobShopView:
     machine: int  # M*, -1 when done
 
 
-@dataclass(frozen=True, slots=True)
-class JobCandidate:
-    """A schedulable job of a job-shop snapshot as a dispatching-rule Candidate."""
-
-    id: int
-    name: str
-    family: str
-    processing_time: float
-    remaining_work: float
-    remaining_ops: int
-    due_date: float
-    arrival_time: float
-    queue_entry_time: float
-
-
-def _check(snapshot: dict[str, Any]) -> None:
-    if snapshot.get("kind") != "jobshop":
-        raise PolicyError(
-            f"snapshot.kind: expected 'jobshop' for a job-shop codec, got {snapshot.get('kind')!r}"
-        )
-    for key in ("jobs", "machines", "time", "time_scale"):
-        if key not in snapshot:
-            raise PolicyError(f"snapshot.{key}: missing from the job-shop snapshot")
-
-
-def jobshop_view(snapshot: dict[str, Any]) -> JobShopView:
-    """Read a job-shop snapshot into a :class:`JobShopView`."""
-    _check(snapshot)
-    jobs = snapshot["jobs"]
-    n_m = len(snapshot["machines"])
-    load = [0] * n_m
+def jobshop_view(snapshot: JobShopSnapshot | Mapping[str, Any]) -> JobShopView:
+    """Read a job-shop snapshot (a dict is validated first) into a :class:`JobShopView`."""
+    snap = as_jobshop_snapshot(snapshot)
+    load = [0] * len(snap.machines)
     next_machine, next_time, rem_work, rem_ops, n_ops, due = [], [], [], [], [], []
-    for j, job in enumerate(jobs):
-        ops = job["operations"]
+    for job in snap.jobs:
+        ops = job.operations
         work = 0
         for alts in ops:
             work += min(p for _, p in alts)
             for m, p in alts:
-                if not 0 <= m < n_m:
-                    raise PolicyError(
-                        f"snapshot.jobs[{j}].operations: machine {m} out of range 0..{n_m - 1}"
-                    )
                 load[m] += p
         next_machine.append(ops[0][0][0] if ops else -1)
         next_time.append(min(p for _, p in ops[0]) if ops else 0)
         rem_work.append(work)
         rem_ops.append(len(ops))
-        n_ops.append(int(job["n_ops"]))
-        d = job.get("due_date")
-        due.append(float("nan") if d is None else float(d))
-    decision = snapshot.get("decision")
-    cands = decision["candidates"] if decision else []
+        n_ops.append(job.n_ops)
+        due.append(math.nan if job.due_date is None else float(job.due_date))
+    d = snap.decision
+    cands = d.candidates if d is not None else []
     return JobShopView(
-        now=float(snapshot["time"]),
-        makespan=float(snapshot.get("makespan", 0)),
-        time_scale=float(snapshot["time_scale"]),
-        ready=[int(job["ready"]) for job in jobs],
+        now=float(snap.time),
+        makespan=float(snap.makespan),
+        time_scale=float(snap.time_scale),
+        ready=[job.ready for job in snap.jobs],
         next_machine=next_machine,
         next_time=next_time,
         remaining_work=rem_work,
         remaining_ops=rem_ops,
         n_ops=n_ops,
         due=due,
-        available=[int(m["available"]) for m in snapshot["machines"]],
+        available=[m.available for m in snap.machines],
         load=load,
-        cand_jobs=[int(c["job"]) for c in cands],
-        cand_starts=[int(c["start"]) for c in cands],
-        cand_times=[int(c["processing_time"]) for c in cands],
-        machine=int(decision["machine"]) if decision else -1,
+        cand_jobs=[c.job for c in cands],
+        cand_starts=[c.start for c in cands],
+        cand_times=[c.processing_time for c in cands],
+        machine=d.machine if d is not None else -1,
     )
 
 
-def jobshop_candidates(snapshot: dict[str, Any]) -> list[JobCandidate]:
-    """The schedulable jobs of a job-shop snapshot, for a dispatching rule (e.g. SPT)."""
-    _check(snapshot)
-    decision = snapshot.get("decision")
-    if not decision:
+def jobshop_candidates(snapshot: JobShopSnapshot | Mapping[str, Any]) -> list[Candidate]:
+    """The jobs a dispatching rule chooses among at a job-shop snapshot's decision point.
+
+    This is the only place a waiting job of a job shop becomes a rule
+    :class:`~taktline.envs.snapshot.Candidate` (the env, the offline dispatcher and
+    ``RulePolicy.decide`` all read it). Classical job-shop definitions:
+
+    * ``processing_time``: the operation's time on the decision machine ``M*`` (SPT, LPT);
+    * ``remaining_work``: that time plus the job's later operations, each at its shortest
+      alternative (MWKR; the operation being decided runs on ``M*``, so it counts at ``M*``);
+    * ``remaining_ops``: its operations left, this one included (MOPNR);
+    * ``queue_entry_time``: when the job became ready for this operation (FIFO);
+    * ``due_date`` / ``arrival_time``: its due date (``inf`` if none) / its release date.
+
+    ``id`` is the job number, ``name`` its string, ``family`` empty; in candidate order.
+
+    Raises:
+        PolicyError: when the schedule is complete (no decision point).
+    """
+    snap = as_jobshop_snapshot(snapshot)
+    d = snap.decision
+    if d is None:
         raise PolicyError("snapshot.decision: the schedule is complete; nothing to dispatch")
     out = []
-    for c in decision["candidates"]:
-        job = snapshot["jobs"][int(c["job"])]
-        ops = job["operations"]
-        d = job.get("due_date")
+    for c in d.candidates:
+        job = snap.jobs[c.job]
+        later = sum(min(p for _, p in alts) for alts in job.operations[1:])
         out.append(
-            JobCandidate(
-                id=int(c["job"]),
-                name=str(c["job"]),
+            Candidate(
+                id=c.job,
+                name=str(c.job),
                 family="",
-                processing_time=float(c["processing_time"]),
-                remaining_work=float(sum(min(p for _, p in alts) for alts in ops)),
-                remaining_ops=len(ops),
-                due_date=float("inf") if d is None else float(d),
-                arrival_time=float(job.get("release_date", 0)),
-                queue_entry_time=float(job["ready"]),
+                processing_time=float(c.processing_time),
+                remaining_work=float(c.processing_time + later),
+                remaining_ops=len(job.operations),
+                due_date=math.inf if job.due_date is None else float(job.due_date),
+                arrival_time=float(job.release_date),
+                queue_entry_time=float(job.ready),
             )
         )
     return out
+
+
+def dispatch_decision(machine: int, job: int, operation: int, start: int) -> Decision:
+    """The decision "start ``job``'s operation ``operation`` on ``machine`` at ``start``".
+
+    The one place a job-shop action becomes a :class:`~taktline.envs.decision.Decision`
+    (:meth:`JobShopCodec.decode` on a snapshot, :meth:`JobShopCodec.decode_state` in the env).
+    """
+    return Decision(kind="dispatch", machine=machine, job=job, operation=operation, start=start)
 
 
 class JobShopCodec:
@@ -336,35 +348,42 @@ class JobShopCodec:
         mask[v.cand_jobs] = True
         return obs, mask
 
-    def encode(self, snapshot: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, snapshot: JobShopSnapshot | Mapping[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Observation (float32) and action mask (bool) of a job-shop snapshot."""
         return self.features(jobshop_view(snapshot))
 
-    def decode(self, snapshot: dict[str, Any], action: int) -> dict[str, Any]:
+    def decode(self, snapshot: JobShopSnapshot | Mapping[str, Any], action: int) -> Decision:
         """The decision an action means: schedule job ``action``'s next operation on M*.
 
         Raises:
             InfeasibleActionError: when job ``action`` is not a candidate now.
         """
-        _check(snapshot)
-        decision = snapshot.get("decision")
+        snap = as_jobshop_snapshot(snapshot)
+        d = snap.decision
         a = int(action)
-        if not decision:
+        if d is None:
             raise InfeasibleActionError(
                 f"action {a}: the schedule is complete; there is nothing to dispatch"
             )
-        cands = decision["candidates"]
-        ids = [int(c["job"]) for c in cands]
-        check_action(a, ids, self.max_jobs)
-        c = cands[ids.index(a)]
-        job = snapshot["jobs"][a]
-        return {
-            "kind": "dispatch",
-            "machine": int(decision["machine"]),
-            "job": a,
-            "operation": int(job["next_op"]),
-            "start": c["start"],
-        }
+        jobs = [c.job for c in d.candidates]
+        check_action(a, jobs, self.max_jobs)
+        start = d.candidates[jobs.index(a)].start
+        return dispatch_decision(d.machine, a, snap.jobs[a].next_op, start)
+
+    def decode_state(self, state: JobShopState, action: int) -> Decision:
+        """:meth:`decode` on the snapshot of ``state``, read from the state directly (the
+        env's step: building the whole snapshot per step would triple its cost).
+
+        Raises:
+            InfeasibleActionError: when job ``action`` is not a candidate now.
+        """
+        a = int(action)
+        check_action(a, state.candidate_jobs, self.max_jobs)
+        m = state.candidate_machine
+        start = max(state.job_ready[a], state.machine_available[m])  # as candidate_starts
+        return dispatch_decision(m, a, state.next_op[a], start)
 
 
 def check_action(action: int, candidates: Sequence[int], max_jobs: int) -> None:

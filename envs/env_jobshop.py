@@ -32,22 +32,19 @@ True
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from taktline.envs.encoding_jobshop import (
-    JobShopCodec,
-    JobShopView,
-    check_action,
-    jobshop_snapshot,
-)
+from taktline.envs.encoding_jobshop import JobShopCodec, JobShopView, jobshop_snapshot
 from taktline.envs.jobshop import generators
 from taktline.envs.jobshop.bundled import resolve_instance
 from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.envs.jobshop.schedule import SCHEMES, JobShopState
+from taktline.envs.snapshot import JobShopSnapshot
 from taktline.envs.spaces import MaskedDiscrete, resolve_action
 from taktline.errors import PolicyError, SpecError
 
@@ -228,10 +225,11 @@ class JobShopEnv(gym.Env[Any, np.int64]):
             raise gym.error.ResetNeeded("call reset() before step() (the episode is over)")
         before = state.makespan
         a = resolve_action(action, self._mask, self.decision_count)
-        if a is None:
-            check_action(int(action), state.candidate_jobs, self.codec.max_jobs)
-            raise AssertionError("unreachable: check_action raises")  # pragma: no cover
-        self._apply(a)
+        # decode, then apply the decision, as a served policy's action would be
+        # (decode raises the mask's error for an infeasible action, a = None)
+        decision = self.codec.decode_state(state, int(action) if a is None else a)
+        self._unload(int(decision.job))
+        state.apply_decision(decision)
         if self.skip_forced:
             self._skip()
         done = state.done
@@ -248,11 +246,26 @@ class JobShopEnv(gym.Env[Any, np.int64]):
         """The feasibility mask over job slots (for sb3-contrib MaskablePPO)."""
         return self._mask.copy()
 
-    def snapshot(self) -> dict[str, Any]:
-        """The job-shop snapshot now (plain data; ``encode`` of it is the observation)."""
+    def snapshot(self) -> JobShopSnapshot:
+        """The job-shop snapshot now (``codec.encode`` of it is the observation)."""
         if self.state is None:
             raise gym.error.ResetNeeded("call reset() first")
         return jobshop_snapshot(self.state)
+
+    def fork(self) -> JobShopEnv:
+        """An independent copy at this decision point that continues exactly as this env
+        would: same state, observation, decision count and generator state (for the instances
+        later resets draw). The instance and lookup tables are shared, read-only.
+        """
+        if self.state is None:
+            raise gym.error.ResetNeeded("call reset() before fork()")
+        new = copy.copy(self)
+        new.state = self.state.fork()
+        new._load = list(self._load)
+        new._mask = self._mask.copy()
+        new.action_space = MaskedDiscrete(self.codec.max_jobs, new)
+        new._np_random = copy.deepcopy(self._np_random)
+        return new
 
     def render(self) -> Any:
         if self.render_mode is None:
@@ -268,19 +281,20 @@ class JobShopEnv(gym.Env[Any, np.int64]):
         return render_gantt_rgb(self.state.schedule, inst.n_machines, inst.name)
 
     # -- internals ---------------------------------------------------------------------
-    def _apply(self, job: int) -> None:
-        state = self.state
-        assert state is not None
+    def _unload(self, job: int) -> None:
+        """Take ``job``'s next operation off the machines' potential load (it is scheduled)."""
+        assert self.state is not None and self.instance is not None
         load = self._load
-        for m, p in self.instance.jobs[job][state.next_op[job]]:  # type: ignore[union-attr]
+        for m, p in self.instance.jobs[job][self.state.next_op[job]]:
             load[m] -= p
-        state.apply(job)
 
     def _skip(self) -> None:
+        # a forced move is no decision (one candidate): applied as the env's own transition
         state = self.state
         assert state is not None
         while not state.done and len(state.candidate_jobs) == 1:
-            self._apply(state.candidate_jobs[0])
+            self._unload(state.candidate_jobs[0])
+            state.apply(state.candidate_jobs[0])
 
     def view(self) -> JobShopView:
         """The observation's numbers read straight from the state (fast path of ``encode``)."""

@@ -41,21 +41,21 @@ def jobshop_bundle(path: Path) -> Path:
 
 
 def jobshop_snapshots() -> list[tuple[dict[str, Any], int]]:
-    """Snapshots along one ft06 schedule (built with MWKR), each with the job SPT picks there
-    in the offline dispatcher (``agents.jobshop_dispatch``)."""
-    from taktline.agents.jobshop_dispatch import candidates_of
+    """Snapshots (as JSON bodies) along one ft06 schedule (built with MWKR), each with the job
+    SPT picks there, on the rule candidates every path reads (``jobshop_candidates``)."""
     from taktline.agents.rules import get_rule
+    from taktline.envs.encoding_jobshop import jobshop_candidates
     from taktline.envs.env_jobshop import JobShopEnv
 
     env = JobShopEnv(INSTANCE)
     env.reset(seed=0)
     out = []
     while env.state is not None and not env.state.done:
-        state = env.state
-        cands = candidates_of(state)
-        spt = cands[get_rule("SPT").dispatch(cands, float(state.now), None)].id
-        out.append((env.snapshot(), spt))
-        mwkr = cands[get_rule("MWKR").dispatch(cands, float(state.now), None)].id
+        snap = env.snapshot()
+        cands = jobshop_candidates(snap)
+        spt = cands[get_rule("SPT").dispatch(cands, float(snap.time), None)].id
+        out.append((snap.model_dump(mode="json"), spt))
+        mwkr = cands[get_rule("MWKR").dispatch(cands, float(snap.time), None)].id
         env.step(mwkr)
     return out
 
@@ -83,6 +83,7 @@ def test_decide_schedules_a_candidate_job_as_the_policy_does_in_process(
     client: httpx.Client, paths: dict[str, Path]
 ) -> None:
     from taktline.agents.bundle import PolicyBundle
+    from taktline.envs.decision import Decision
     from taktline.envs.encoding import make_codec
 
     bundle = PolicyBundle.load(paths["shop"])
@@ -101,7 +102,8 @@ def test_decide_schedules_a_candidate_job_as_the_policy_does_in_process(
         assert d["start"] == cands[d["job"]]["start"]
         obs, mask = codec.encode(snap)
         action = int(bundle.act(obs[None], mask[None])[0])
-        assert body["action"] == action and d == codec.decode(snap, action)
+        assert body["action"] == action
+        assert Decision.model_validate(d) == codec.decode(snap, action)
 
 
 def test_the_fallback_rule_on_a_job_shop_is_the_offline_dispatcher(client: httpx.Client) -> None:

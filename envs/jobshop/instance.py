@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from taktline.errors import SpecError
 
@@ -135,6 +136,11 @@ class JobShopInstance:
     def n_operations(self) -> int:
         """Total number of operations over all jobs."""
         return sum(len(ops) for ops in self.jobs)
+
+    @cached_property
+    def max_processing_time(self) -> int:
+        """The longest processing time of any alternative (a job-shop snapshot's ``time_scale``)."""
+        return max(p for ops in self.jobs for alts in ops for _, p in alts)
 
     @property
     def is_flexible(self) -> bool:

@@ -32,12 +32,17 @@ best-of-N rollouts); :meth:`JobShopState.arrays` gives numpy views for observati
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
+from taktline.envs.decision import Decision
 from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.errors import InfeasibleActionError, SpecError
+
+if TYPE_CHECKING:
+    from taktline.envs.snapshot import JobShopSnapshot
 
 Scheme = Literal["active", "non-delay"]
 SCHEMES: tuple[str, ...] = ("active", "non-delay")
@@ -63,8 +68,7 @@ class JobShopState:
         machine_available: When each machine finishes its last scheduled operation.
         schedule: The scheduled operations in decision order.
         makespan: The largest end time so far.
-        candidate_jobs: Jobs that may be chosen now (the feasibility mask), in the order they
-            reached :attr:`candidate_machine`'s queue.
+        candidate_jobs: Jobs that may be chosen now (the feasibility mask), in job order.
         candidate_machine: ``M*``, the machine the chosen job's operation will run on.
         candidate_starts: Start time of each candidate's operation on ``M*``.
         candidate_times: Processing time of each candidate's operation on ``M*``.
@@ -127,17 +131,22 @@ class JobShopState:
 
     def reset(self) -> None:
         """Back to the empty schedule (reuses the precomputed tables; cheaper than a new state)."""
-        instance = self.instance
-        n, nm = instance.n_jobs, self._n_machines
-        self.next_op = [0] * n
-        self.job_ready = list(instance.release_dates or (0,) * n)
-        self.machine_available = [0] * nm
+        n = self.instance.n_jobs
+        self._load([0] * n, list(self.instance.release_dates or (0,) * n), [0] * self._n_machines)
+
+    def _load(self, next_op: list[int], job_ready: list[int], machine_available: list[int]) -> None:
+        """Set the partial schedule's frontier and find its decision point (no log kept)."""
+        n, nm = self.instance.n_jobs, self._n_machines
+        self.next_op = next_op
+        self.job_ready = job_ready
+        self.machine_available = machine_available
         self._log: list[tuple[int, int, int, int, int]] = []
-        self.makespan = 0
-        self._n_left = instance.n_operations
+        self.makespan = max(machine_available)
+        self._n_left = sum(k - i for k, i in zip(self._n_ops, next_op, strict=True))
         # The next operation's machine and time (its first alternative; -1 / 0 once done).
-        self._op_machine = [seq[0] for seq in self._seq_machine]
-        self._op_time = [seq[0] for seq in self._seq_time]
+        rows = list(zip(self._seq_machine, self._seq_time, next_op, self._n_ops, strict=True))
+        self._op_machine = [-1 if i == k else ms[i] for ms, _, i, k in rows]
+        self._op_time = [0 if i == k else ts[i] for _, ts, i, k in rows]
         # Classical job shops: jobs waiting for each machine, and per job the sort key
         # ``time * n_machines + machine`` (time = completion for active, start for non-delay),
         # so ``min(self._key)`` finds C* (t*) and M* (lowest machine on ties) in one C call.
@@ -146,8 +155,9 @@ class JobShopState:
         self._key = [self._done_key] * n
         if not self._flexible:
             for j in range(n):
-                self._queue[self._op_machine[j]].append(j)
-                self._key[j] = self._job_key(j)
+                if self._op_machine[j] >= 0:
+                    self._queue[self._op_machine[j]].append(j)
+                    self._key[j] = self._job_key(j)
         self.candidate_jobs: list[int] = []
         self.candidate_machine = -1
         self._refresh()
@@ -263,6 +273,7 @@ class JobShopState:
             for q in queue[bm]:
                 if key[q] == b:
                     cands.append(q)
+        cands.sort()  # job order, not queue order: a restored state has no queue history
         self.candidate_jobs = cands
         self.candidate_machine = bm
 
@@ -316,6 +327,74 @@ class JobShopState:
             setattr(new, name, list(getattr(self, name)))
         new._queue = [list(q) for q in self._queue]
         return new
+
+    def fork(self) -> JobShopState:
+        """A copy that continues exactly as this state would (the twin's name for :meth:`copy`;
+        a job shop draws no random numbers, so there are no streams to share or reseed)."""
+        return self.copy()
+
+    @classmethod
+    def from_snapshot(
+        cls, instance: JobShopInstance, snapshot: JobShopSnapshot | Mapping[str, Any]
+    ) -> JobShopState:
+        """The state a job-shop snapshot of ``instance`` describes (its scheme and frontier).
+
+        Restoring is exact: the restored state's snapshot equals ``snapshot``, and the same
+        decisions then build the same operations and makespan. Its :attr:`schedule` holds only
+        the operations scheduled after the restore (a snapshot does not carry the past).
+
+        Raises:
+            SpecError: naming the snapshot field that does not fit ``instance``, or a
+                ``decision`` other than the one the scheme gives at that frontier.
+        """
+        from taktline.envs.jobshop.restore import decision_problem, instance_problem
+        from taktline.envs.snapshot import as_jobshop_snapshot
+
+        snap = as_jobshop_snapshot(snapshot)
+        problem = instance_problem(instance, snap)
+        state = cls(instance, snap.scheme)
+        if problem is None:
+            state._load(
+                [j.next_op for j in snap.jobs],
+                [j.ready for j in snap.jobs],
+                [m.available for m in snap.machines],
+            )
+            problem = decision_problem(state, snap)
+        if problem is not None:
+            raise SpecError(problem, source="job-shop snapshot")
+        return state
+
+    def apply_decision(self, decision: Decision | Mapping[str, Any]) -> None:
+        """Carry out a dispatch :class:`~taktline.envs.decision.Decision` (or its dict).
+
+        ``machine``, ``operation`` and ``start`` are optional; when given they must be the
+        decision machine, the job's next operation and its start there.
+
+        Raises:
+            InfeasibleActionError: naming the field that does not fit the decision point.
+        """
+        d = decision if isinstance(decision, Decision) else Decision.model_validate(decision)
+        job, machine, m = d.job, d.machine, self.candidate_machine
+        if d.kind != "dispatch" or not isinstance(job, int) or isinstance(machine, str):
+            raise InfeasibleActionError(
+                "decision: a job shop needs a dispatch naming job and machine numbers, got "
+                f"kind={d.kind!r}, job={job!r}, machine={machine!r}"
+            )
+        if job not in self.candidate_jobs or (machine is not None and machine != m):
+            self._reject(job, machine)
+        if d.operation is not None and d.operation != self.next_op[job]:
+            raise InfeasibleActionError(
+                f"decision.operation: job {job}'s next operation is {self.next_op[job]}, "
+                f"got {d.operation}"
+            )
+        if d.start is not None:
+            r, a = self.job_ready[job], self.machine_available[m]
+            if d.start != (r if r > a else a):
+                raise InfeasibleActionError(
+                    f"decision.start: job {job} starts on machine {m} at {max(r, a)}, "
+                    f"got {d.start:g}"
+                )
+        self.apply(job)
 
     def mask(self) -> np.ndarray:
         """Boolean mask over jobs: True for the candidates."""
