@@ -7,7 +7,9 @@ arrivals at rate 0.9, unbounded buffers, FIFO; 100,000 jobs each. taktline runs 
     python bench/bench_twin.py [--jobs 100000] [--repeats 3]
 
 When the installed twin is compiled (``make install``), the pure-Python source beside it is
-measured in the same run too.
+measured in the same run too. Last, ``Twin.fork()`` at a decision point of the body shop
+(mid-run, under SPT) is timed against building a body-shop twin (target: a tenth or less, since
+the lookahead forks at every decision).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,24 @@ def run_simpy(n_jobs: int, seed: int) -> tuple[float, float]:
     return len(flows) / elapsed, float(np.mean(flows))
 
 
+def fork_vs_build(module: Any, repeats: int) -> tuple[float, float]:
+    """Seconds per ``Twin(bodyshop)`` and per ``fork()`` of a body-shop twin at a decision
+    point mid-run (best of ``repeats`` rounds)."""
+    from taktline.envs.priorities import rule_choice
+    from taktline.envs.spec import load_spec
+
+    spec = load_spec("bodyshop")
+    twin = module.Twin(spec, 0)
+    while twin.now < 480.0:  # half a shift, SPT at every dispatch: a line full of work
+        req = twin.run_until_decision()
+        family = twin.machines[req.machine].last_family
+        twin.dispatch(rule_choice("SPT", req.candidates, twin.now, family))
+    twin.run_until_decision()
+    build = min(timeit.repeat(lambda: module.Twin(spec, 1), number=50, repeat=repeats)) / 50
+    fork = min(timeit.repeat(twin.fork, number=500, repeat=repeats)) / 500
+    return build, fork
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=100_000)
@@ -140,6 +161,12 @@ def main() -> None:
         print(
             f"taktline {name}: {rate:,.0f} jobs/s   ratio taktline/simpy: {rate / best_sp:.2f}x"
             " (target >= 3x)"
+        )
+    for name, module in builds.items():
+        build, fork = fork_vs_build(module, max(args.repeats, 3))
+        print(
+            f"taktline {name}: body shop build {build * 1e3:.3f} ms, fork {fork * 1e3:.3f} ms"
+            f"   ratio fork/build: {fork / build:.3f} (target <= 0.1)"
         )
     if "compiled (mypyc)" not in builds:
         print("(the installed twin is pure Python: `make install` compiles it)")

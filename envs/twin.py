@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 from collections import deque
@@ -41,6 +42,7 @@ from taktline.envs.spec import (
     PoissonArrivals,
     RenewalArrivals,
 )
+from taktline.envs.streams import StreamMap, spawn_streams
 from taktline.errors import InfeasibleActionError, PolicyError
 
 if TYPE_CHECKING:
@@ -100,7 +102,7 @@ class Job:
         self.release_time = _INF
         self.queue_entry_time = now
         self.due_date = due
-        # the Candidate view of the current operation, kept current by advance()
+        # the JobView of the current operation, kept current when the job moves on
         self.processing_time = means[0]
         self.remaining_work = remwork[0]
         self.remaining_ops = len(route)
@@ -109,17 +111,26 @@ class Job:
     def name(self) -> str:
         return f"J-{self.id}"
 
-    def advance(self) -> bool:
-        """Move to the next step; return False when the routing is complete."""
-        step = self.step + 1
-        self.step = step
-        if step >= len(self.route):
-            self.remaining_ops = 0
-            return False
-        self.processing_time = self.means[step]
-        self.remaining_work = self.remwork[step]
-        self.remaining_ops -= 1
-        return True
+    def copy(self) -> Job:
+        """A copy for a fork (its drawn times and routing are shared: they never change)."""
+        new = Job(
+            self.id,
+            self.product,
+            self.family,
+            self.route,
+            self.times,
+            self.means,
+            self.remwork,
+            self.arrival_time,
+            self.due_date,
+        )
+        new.step = self.step
+        new.release_time = self.release_time
+        new.queue_entry_time = self.queue_entry_time
+        new.processing_time = self.processing_time
+        new.remaining_work = self.remaining_work
+        new.remaining_ops = self.remaining_ops
+        return new
 
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)
@@ -169,6 +180,28 @@ class Machine:
         # now + time" (set once the station is built; read by the flat start path)
         self.plain = False
 
+    def copy(self, job: Job | None, streams: StreamMap) -> Machine:
+        """A copy for a fork, holding ``job`` (the fork's copy of the job it holds)."""
+        new = Machine(self.gid, self.station, self.index, self.name)
+        new.state = self.state
+        new.since = self.since
+        new.state_time = list(self.state_time)
+        new.job = job
+        new.last_family = self.last_family
+        new.token = self.token
+        new.finish_time = self.finish_time
+        new.remaining = self.remaining
+        new.resume_state = self.resume_state
+        new.pending_setup = self.pending_setup
+        if self.fail_ttf is not None:
+            new.fail_ttf = streams.sampler(self.fail_ttf)
+        if self.fail_ttr is not None:
+            new.fail_ttr = streams.sampler(self.fail_ttr)
+        new.busy_basis = self.busy_basis
+        new.ttf_left = self.ttf_left
+        new.plain = self.plain
+        return new
+
 
 @mypyc_attr(serializable=True, allow_interpreted_subclasses=True)
 class StationState:
@@ -212,6 +245,25 @@ class StationState:
         self.wait_n = 0
         self.q_area = 0.0
         self.q_since = 0.0
+
+    def copy(self, buffer: list[Job], machines: list[Machine], streams: StreamMap) -> StationState:
+        """A copy for a fork, with the fork's copies of its jobs and of all machines."""
+        new = StationState(self.index, self.name, self.capacity, self.limit)
+        new.buffer = buffer
+        new.machines = [machines[m.gid] for m in self.machines]
+        new.blocked = deque(machines[m.gid] for m in self.blocked)
+        new.count = self.count
+        new.entry = self.entry
+        new.setup_matrix = {k: streams.sampler(v) for k, v in self.setup_matrix.items()}
+        if self.setup_default is not None:
+            new.setup_default = streams.sampler(self.setup_default)
+        new.setup_first = self.setup_first
+        new.setups = self.setups
+        new.wait_sum = self.wait_sum
+        new.wait_n = self.wait_n
+        new.q_area = self.q_area
+        new.q_since = self.q_since
+        return new
 
 
 @mypyc_attr(native_class=False)
@@ -274,16 +326,18 @@ class Twin:
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._seq = 0
         self._next_job = 0
-        root = np.random.default_rng(seed)
         n_streams = (
             2
             + sum(len(p.routing) for p in spec.products)
             + 2 * sum(s.machines for s in spec.stations)
             + len(spec.stations)
         )
-        streams = iter(root.spawn(n_streams))
-        self._rng_arrivals = next(streams)
-        self._rng_mix = next(streams)
+        # kept in spawn order: a fork copies (on write) or reseeds them (taktline.envs.streams)
+        self._streams = spawn_streams(seed, n_streams)
+        streams = iter(self._streams)
+        rng_arrivals = next(streams)
+        # the product of each order: u ~ U(0, 1) against the mix's CDF, drawn a block at a time
+        self._mix = Sampler(_uniform01(), next(streams))
         # products
         self._prod_samplers: list[list[Sampler]] = []
         self._prod_route: list[tuple[int, ...]] = []
@@ -359,11 +413,12 @@ class Twin:
         self.finished = False
         # initial events
         arr = spec.arrivals
+        self._ia: Sampler | None = None  # interarrival times (open lines)
         if isinstance(arr, PoissonArrivals):
-            self._ia = Sampler(_exp_dist(1.0 / arr.rate), self._rng_arrivals)
+            self._ia = Sampler(_exp_dist(1.0 / arr.rate), rng_arrivals)
             self._schedule(self._ia(), ARRIVAL, -1, 0)
         elif isinstance(arr, RenewalArrivals):
-            self._ia = arr.interarrival_time.sampler(self._rng_arrivals)
+            self._ia = arr.interarrival_time.sampler(rng_arrivals)
             self._schedule(self._ia(), ARRIVAL, -1, 0)
         elif isinstance(arr, OrderList):
             pnames = [p.name for p in spec.products]
@@ -450,7 +505,7 @@ class Twin:
         if len(self._mix_cdf) == 1:
             p = 0
         else:
-            u = float(self._rng_mix.random())
+            u = self._mix()
             p = 0
             while u > self._mix_cdf[p]:
                 p += 1
@@ -747,6 +802,63 @@ class Twin:
     def pending(self) -> DecisionRequest | None:
         return self._pending
 
+    # ---- fork ------------------------------------------------------------------------
+    def fork(self, seed: int | None = None) -> Twin:
+        """A copy of this twin as it is now, which runs on independently (a what-if).
+
+        With no ``seed`` the copy continues every random stream from where this twin is: under
+        the same decisions it runs bit-identically to this twin (events and KPIs), and running
+        either leaves the other as it was. With a ``seed``, what is still to be drawn comes
+        from fresh streams (those ``Twin(spec, seed)`` draws from); what is drawn already stays:
+        the events on the calendar and the processing times of the orders in the system.
+
+        Cheap (a tenth of building a twin or less, ``bench/bench_twin.py``): the spec, the
+        product tables and drawn numbers are shared, the streams are copied on first use
+        (:mod:`taktline.envs.streams`). The controllers are shared too (one with a state of its
+        own sees both twins' calls); event hooks are not carried (the fork has none) and the
+        event log is copied when it is kept.
+
+        >>> from taktline.envs.spec import load_spec
+        >>> twin = Twin(load_spec("serial5"), seed=1)
+        >>> req = twin.run_until_decision()
+        >>> other = twin.fork()
+        >>> twin.dispatch(0); other.dispatch(0)
+        >>> twin.run_until_decision().machine == other.run_until_decision().machine
+        True
+        """
+        streams = StreamMap(self._streams, seed)
+        new = copy.copy(self)  # the scalars and what is shared; the state is replaced below
+        if seed is not None:
+            new.seed = seed
+        new._streams = streams.streams
+        new._heap = list(self._heap)
+        line = {jid: j.copy() for jid, j in self.jobs_in_line.items()}
+        new.jobs_in_line = line
+        new.pool = deque(j.copy() for j in self.pool)
+        machines = [
+            m.copy(None if m.job is None else line[m.job.id], streams) for m in self.machines
+        ]
+        new.machines = machines
+        new.stations = [
+            s.copy([line[j.id] for j in s.buffer], machines, streams) for s in self.stations
+        ]
+        new._mix = streams.sampler(self._mix)
+        new._prod_samplers = [[streams.sampler(x) for x in row] for row in self._prod_samplers]
+        if self._ia is not None:
+            new._ia = streams.sampler(self._ia)
+        req = self._pending
+        if req is not None and req.candidates:
+            new._pending = DecisionRequest(
+                req.kind,
+                req.station,
+                req.machine,
+                tuple(line[j.id] for j in req.candidates),
+                req.pool_size,
+            )
+        new.log = None if self.log is None else list(self.log)
+        new.hooks = []
+        return new
+
     # ---- the event loop ---------------------------------------------------------------
     def run_until_decision(self, until: float = _INF) -> DecisionRequest | None:
         """Advance to the next external decision (returned) or to ``until`` (``None``).
@@ -939,12 +1051,14 @@ class Twin:
             cdf = self._mix_cdf
             p = 0
             if len(cdf) > 1:
-                u = float(self._rng_mix.random())
+                u = self._mix()
                 while u > cdf[p]:
                     p += 1
             self._make_job(p, None)
+            ia = self._ia
+            assert ia is not None  # open lines have an interarrival sampler
             self._seq += 1
-            heapq.heappush(self._heap, (self.now + self._ia(), self._seq, ARRIVAL, -1, 0))
+            heapq.heappush(self._heap, (self.now + ia(), self._seq, ARRIVAL, -1, 0))
         self._release_dirty = True
 
     def run(self, until: float | None = None) -> None:
@@ -1078,6 +1192,12 @@ def _exp_dist(mean: float) -> Any:
     from taktline.envs.distributions import Exponential
 
     return Exponential(mean_=mean)
+
+
+def _uniform01() -> Any:
+    from taktline.envs.distributions import Uniform
+
+    return Uniform(low=0.0, high=1.0)
 
 
 def simulate(
