@@ -383,7 +383,7 @@ def test_importing_the_cli_loads_none_of_the_four_parts_nor_a_heavy_dependency()
         parts = sorted(m for m in sys.modules if m.split(".")[:2] in (
             ["taktline", "envs"], ["taktline", "agents"], ["taktline", "training"],
             ["taktline", "serving"]))
-        print("PARTS", parts, "CLI" , "taktline.cli_train" in sys.modules)
+        print("PARTS", parts, "CLI", "taktline.cli_train" in sys.modules)
         """,
         LOADED,
     )
@@ -422,6 +422,16 @@ RULES_ON_SNAPSHOTS = """
                 station = next(s for s in plain(snap)["stations"] if s["name"] == d["station"])
                 assert d["job"] in [j["id"] for j in station["queue"]], (line, rule, d)
             kinds.append(d["kind"])
+    from taktline.agents.policies import CpSatPolicy
+    from taktline.envs.encoding_jobshop import jobshop_snapshot
+    from taktline.envs.jobshop import JobShopState, load_bundled
+
+    shop = jobshop_snapshot(JobShopState(load_bundled("ft06")))
+    allowed = [c["job"] for c in plain(shop)["decision"]["candidates"]]
+    for policy in (RulePolicy("SPT"), RulePolicy("MWKR"), CpSatPolicy(time_limit_s=10)):
+        d = plain(policy.decide(shop))
+        assert d["kind"] == "dispatch" and d["job"] in allowed, (policy, d, allowed)
+        kinds.append("jobshop")
     print("KINDS", sorted(set(kinds)), len(kinds), "TORCH", "torch" in sys.modules)
 """
 
@@ -432,9 +442,9 @@ def rules_run() -> str:
     return _run(RULES_ON_SNAPSHOTS)
 
 
-def test_rules_answer_dispatch_and_release_points_of_every_bundled_line(rules_run: str) -> None:
-    assert "KINDS ['dispatch', 'release'] 16 " in rules_run, rules_run
+def test_rules_answer_every_bundled_line_and_rules_and_cpsat_a_job_shop(rules_run: str) -> None:
+    assert "KINDS ['dispatch', 'jobshop', 'release'] 19 " in rules_run, rules_run
 
 
-def test_rules_decide_on_twin_snapshots_without_importing_torch(rules_run: str) -> None:
+def test_rules_and_cpsat_decide_on_snapshots_without_importing_torch(rules_run: str) -> None:
     assert "TORCH False" in rules_run, rules_run
