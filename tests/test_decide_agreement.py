@@ -120,6 +120,7 @@ def _count(
         tally.add(kind, rule, f"{case} decision {k}", answers)
 
 
+@pytest.mark.slow  # 60-75 s here with the server's start (about 8,000 requests)
 def test_env_rulepolicy_and_live_server_agree_at_every_decision(
     client: httpx.Client, posters: ThreadPoolExecutor
 ) -> None:
