@@ -8,7 +8,9 @@ At a decision point three parties answer the same question, "which job starts ne
 * ``RulePolicy(r).decide(snapshot)`` on the env's snapshot;
 * a live server (uvicorn over HTTP) asked with the snapshot's JSON.
 
-The walks here collect the first two; the test asks the server and compares all three.
+In job shops the rule's own schedule builder
+(:func:`taktline.agents.jobshop_dispatch.dispatch`) answers too. The walks here collect the
+in-process answers; the test asks the server and compares them all.
 """
 
 from __future__ import annotations
