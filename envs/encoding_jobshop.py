@@ -1,8 +1,8 @@
 """The job-shop snapshot, its rule candidates and the codec of ``taktline/JobShop-v0``.
 
 A job-shop snapshot (:class:`~taktline.envs.snapshot.JobShopSnapshot`, built by
-:func:`jobshop_snapshot`) is what a scheduler knows at a decision point; its JSON
-(``snap.model_dump(mode="json")``) is::
+:func:`jobshop_snapshot`, defined in :mod:`taktline.envs.jobshop.snapshots`) is what a
+scheduler knows at a decision point; its JSON (``snap.model_dump(mode="json")``) is::
 
     {"schema_version": 1, "kind": "jobshop", "instance": "ta01", "scheme": "active",
      "time": 120, "makespan": 187, "time_scale": 99,   # the longest processing time
@@ -36,80 +36,27 @@ import gymnasium as gym
 import numpy as np
 
 from taktline.envs.decision import Decision
-from taktline.envs.snapshot import (
-    SCHEMA_VERSION,
-    Candidate,
-    JobShopCandidate,
-    JobShopDecisionPoint,
-    JobShopJob,
-    JobShopMachine,
-    JobShopSnapshot,
-    as_jobshop_snapshot,
-)
+from taktline.envs.jobshop.snapshots import jobshop_snapshot
+from taktline.envs.snapshot import Candidate, JobShopSnapshot, as_jobshop_snapshot
 from taktline.errors import InfeasibleActionError, PolicyError
 
 if TYPE_CHECKING:
     from taktline.envs.jobshop.schedule import JobShopState
 
+__all__ = [
+    "JobShopCodec",
+    "JobShopView",
+    "check_action",
+    "dispatch_decision",
+    "jobshop_candidates",
+    "jobshop_snapshot",
+    "jobshop_view",
+]
+
 CLIP = 10.0
 JOB_FEATURES = 11
 MACHINE_FEATURES = 4
 GLOBAL_FEATURES = 4
-
-
-def jobshop_snapshot(state: JobShopState) -> JobShopSnapshot:
-    """The typed snapshot of a job-shop state (see the module docstring).
-
-    Built without validation (the state's values are valid); ``as_snapshot`` of its
-    ``model_dump(mode="json")`` gives it back, and ``JobShopState.from_snapshot`` restores it.
-
-    >>> from taktline.envs.jobshop import JobShopState, load_bundled
-    >>> snap = jobshop_snapshot(JobShopState(load_bundled("ft06")))
-    >>> snap.decision.machine, len(snap.jobs), snap.time_scale
-    (2, 6, 10)
-    """
-    inst = state.instance
-    due = inst.due_dates
-    rel = inst.release_dates
-    decision: JobShopDecisionPoint | None = None
-    if not state.done:
-        decision = JobShopDecisionPoint.model_construct(
-            kind="dispatch",
-            machine=state.candidate_machine,
-            candidates=[
-                JobShopCandidate.model_construct(job=j, start=s, processing_time=p)
-                for j, s, p in zip(
-                    state.candidate_jobs, state.candidate_starts, state.candidate_times, strict=True
-                )
-            ],
-        )
-    ready, nxt = state.job_ready, state.next_op
-    return JobShopSnapshot.model_construct(
-        schema_version=SCHEMA_VERSION,
-        kind="jobshop",
-        instance=inst.name,
-        scheme=state.scheme,
-        time=state.now,
-        makespan=state.makespan,
-        time_scale=inst.max_processing_time,
-        machines=[
-            JobShopMachine.model_construct(id=m, available=a)
-            for m, a in enumerate(state.machine_available)
-        ],
-        jobs=[
-            JobShopJob.model_construct(
-                id=j,
-                ready=ready[j],
-                next_op=nxt[j],
-                n_ops=len(ops),
-                release_date=rel[j] if rel else 0,
-                due_date=due[j] if due else None,
-                operations=[[list(a) for a in alts] for alts in ops[nxt[j] :]],
-            )
-            for j, ops in enumerate(inst.jobs)
-        ],
-        decision=decision,
-    )
 
 
 @dataclass(slots=True)

@@ -247,3 +247,12 @@ def test_restoring_a_snapshot_that_does_not_fit_the_instance_names_the_field() -
     with pytest.raises(PolicyError, match="schedule is complete"):
         jobshop_candidates(finished)
     assert isinstance(finished, JobShopSnapshot)
+
+
+def test_a_snapshot_changed_in_place_does_not_leak_into_the_next_one() -> None:
+    state = JobShopState(SHOPS["flexible"](9))
+    snap = jobshop_snapshot(state)
+    fresh = snap.model_copy(deep=True)
+    snap.jobs[0].ready += 7  # records are reused from one snapshot to the next
+    snap.machines[1].available += 3
+    assert jobshop_snapshot(state) == fresh

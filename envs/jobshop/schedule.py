@@ -42,7 +42,7 @@ from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.errors import InfeasibleActionError, SpecError
 
 if TYPE_CHECKING:
-    from taktline.envs.snapshot import JobShopSnapshot
+    from taktline.envs.snapshot import JobShopJob, JobShopMachine, JobShopSnapshot
 
 Scheme = Literal["active", "non-delay"]
 SCHEMES: tuple[str, ...] = ("active", "non-delay")
@@ -72,6 +72,9 @@ class JobShopState:
         candidate_machine: ``M*``, the machine the chosen job's operation will run on.
         candidate_starts: Start time of each candidate's operation on ``M*``.
         candidate_times: Processing time of each candidate's operation on ``M*``.
+        snapshot_records: The job and machine records of the last snapshot, which
+            :func:`~taktline.envs.jobshop.snapshots.jobshop_snapshot` reuses where they
+            still hold (``None`` before the first).
     """
 
     __slots__ = (
@@ -99,6 +102,7 @@ class JobShopState:
         "makespan",
         "next_op",
         "scheme",
+        "snapshot_records",
     )
 
     def __init__(self, instance: JobShopInstance, scheme: str = "active") -> None:
@@ -160,6 +164,10 @@ class JobShopState:
                     self._key[j] = self._job_key(j)
         self.candidate_jobs: list[int] = []
         self.candidate_machine = -1
+        self.snapshot_records: tuple[list[JobShopJob | None], list[JobShopMachine | None]] = (
+            [None] * n,
+            [None] * nm,
+        )
         self._refresh()
 
     @property
@@ -326,6 +334,7 @@ class JobShopState:
         ):
             setattr(new, name, list(getattr(self, name)))
         new._queue = [list(q) for q in self._queue]
+        new.snapshot_records = (list(self.snapshot_records[0]), list(self.snapshot_records[1]))
         return new
 
     def fork(self) -> JobShopState:
@@ -347,7 +356,7 @@ class JobShopState:
             SpecError: naming the snapshot field that does not fit ``instance``, or a
                 ``decision`` other than the one the scheme gives at that frontier.
         """
-        from taktline.envs.jobshop.restore import decision_problem, instance_problem
+        from taktline.envs.jobshop.snapshots import decision_problem, instance_problem
         from taktline.envs.snapshot import as_jobshop_snapshot
 
         snap = as_jobshop_snapshot(snapshot)

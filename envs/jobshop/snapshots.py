@@ -1,4 +1,4 @@
-"""Restore a job-shop state from its snapshot, exactly.
+"""A job-shop state's snapshot, and the state a snapshot restores (exactly).
 
 A job-shop snapshot holds a partial schedule's *frontier*: per job its next operation and when
 it is ready, per machine when it is free. That is all the schedule builder needs to go on: the
@@ -7,7 +7,13 @@ the scheme's rule, so a restore sets the frontier and checks the snapshot's ``de
 ``time`` against the ones it recomputes. What came before the frontier (which operation ran
 where) is not in a snapshot; a restored state's ``schedule`` starts empty.
 
-The checks name the field that does not fit the instance, e.g. ``jobs[3].operations: ...``.
+:func:`jobshop_snapshot` builds without validation and reuses, from the state's previous
+snapshot, the job and machine records that did not change (a decision moves one job and one
+machine), so a rule that reads a snapshot per decision stays cheap on large shops. Snapshots
+are values: copy one (``model_copy(deep=True)``) before changing it.
+
+The restore checks name the field that does not fit the instance, e.g.
+``jobs[3].operations: ...``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,77 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taktline.envs.jobshop.instance import JobShopInstance
+from taktline.envs.snapshot import (
+    SCHEMA_VERSION,
+    JobShopCandidate,
+    JobShopDecisionPoint,
+    JobShopJob,
+    JobShopMachine,
+    JobShopSnapshot,
+)
 
 if TYPE_CHECKING:
     from taktline.envs.jobshop.schedule import JobShopState
-    from taktline.envs.snapshot import JobShopSnapshot
+
+
+def jobshop_snapshot(state: JobShopState) -> JobShopSnapshot:
+    """The typed snapshot of a job-shop state.
+
+    ``as_snapshot`` of its ``model_dump(mode="json")`` gives it back, and
+    ``JobShopState.from_snapshot`` restores it.
+
+    >>> from taktline.envs.jobshop import JobShopState, load_bundled
+    >>> snap = jobshop_snapshot(JobShopState(load_bundled("ft06")))
+    >>> snap.decision.machine, len(snap.jobs), snap.time_scale
+    (2, 6, 10)
+    """
+    inst = state.instance
+    decision: JobShopDecisionPoint | None = None
+    if not state.done:
+        decision = JobShopDecisionPoint.model_construct(
+            kind="dispatch",
+            machine=state.candidate_machine,
+            candidates=[
+                JobShopCandidate.model_construct(job=j, start=s, processing_time=p)
+                for j, s, p in zip(
+                    state.candidate_jobs, state.candidate_starts, state.candidate_times, strict=True
+                )
+            ],
+        )
+    jobs, machines = state.snapshot_records
+    ready, nxt = state.job_ready, state.next_op
+    for j, rec in enumerate(jobs):
+        if rec is None or rec.next_op != nxt[j] or rec.ready != ready[j]:
+            jobs[j] = _job_record(inst, j, ready[j], nxt[j])
+    for m, a in enumerate(state.machine_available):
+        rec_m = machines[m]
+        if rec_m is None or rec_m.available != a:
+            machines[m] = JobShopMachine.model_construct(id=m, available=a)
+    return JobShopSnapshot.model_construct(
+        schema_version=SCHEMA_VERSION,
+        kind="jobshop",
+        instance=inst.name,
+        scheme=state.scheme,
+        time=state.now,
+        makespan=state.makespan,
+        time_scale=inst.max_processing_time,
+        machines=list(machines),
+        jobs=list(jobs),
+        decision=decision,
+    )
+
+
+def _job_record(inst: JobShopInstance, j: int, ready: int, next_op: int) -> JobShopJob:
+    ops = inst.jobs[j]
+    return JobShopJob.model_construct(
+        id=j,
+        ready=ready,
+        next_op=next_op,
+        n_ops=len(ops),
+        release_date=inst.release_dates[j] if inst.release_dates else 0,
+        due_date=inst.due_dates[j] if inst.due_dates else None,
+        operations=[[list(a) for a in alts] for alts in ops[next_op:]],
+    )
 
 
 def instance_problem(instance: JobShopInstance, snap: JobShopSnapshot) -> str | None:
