@@ -29,54 +29,9 @@ from taktline.envs.encoding_release import LineReleaseCodec
 from taktline.envs.priorities import DISPATCH_RULES, RuleDispatcher, rule_choice
 from taktline.envs.snapshot import job_number
 from taktline.envs.spaces import MaskedDiscrete, resolve_action
-from taktline.envs.spec import HOURS_PER_UNIT, LineSpec, OrderList
+from taktline.envs.spec import LineSpec, OrderList
 from taktline.envs.twin import Twin
 from taktline.errors import InfeasibleActionError, PolicyError
-
-
-def energy_weights(spec: LineSpec) -> list[tuple[float, ...]]:
-    """Per machine, the energy cost per time unit in each state (idle, setup, busy, blocked,
-    down); blocked machines draw idle power, as in :meth:`Twin.kpis`."""
-    hours = HOURS_PER_UNIT[spec.time_unit]
-    price = spec.costs.energy_price_per_kwh
-    out = []
-    for st in spec.stations:
-        pw = st.power
-        w = tuple(
-            price * hours * kw
-            for kw in (pw.idle_kw, pw.setup_kw, pw.busy_kw, pw.idle_kw, pw.down_kw)
-        )
-        out.extend([w] * st.machines)
-    return out
-
-
-def running_profit(twin: Twin, weights: Sequence[tuple[float, ...]]) -> float:
-    """``twin.kpis().profit`` without building the KPI record (called once per step).
-
-    Reads the twin's running statistics; a test checks it against :meth:`Twin.kpis`.
-    """
-    now = twin.now
-    costs = twin.spec.costs
-    wip_area = twin.wip_area + twin.wip * (now - twin.wip_since)
-    energy = 0.0
-    for m, w in zip(twin.machines, weights, strict=True):
-        t = m.state_time
-        energy += (
-            t[0] * w[0]
-            + t[1] * w[1]
-            + t[2] * w[2]
-            + t[3] * w[3]
-            + t[4] * w[4]
-            + (now - m.since) * w[m.state]
-        )
-    setups = sum(s.setups for s in twin.stations)
-    return (
-        twin.revenue
-        - costs.wip_cost_per_job_time * wip_area
-        - costs.tardiness_cost_per_time * twin.tardy_sum
-        - energy
-        - costs.setup_cost * setups
-    )
 
 
 def apply_decision(twin: Twin, decision: dict[str, Any]) -> None:
@@ -126,7 +81,6 @@ class _LineEnv(gym.Env[Any, np.int64]):
                 f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
         self.render_mode = render_mode
-        self._weights = energy_weights(self.spec_line)
         self.twin: Twin | None = None
         self._mask = np.zeros(int(self.codec.action_space.n), dtype=np.bool_)
         self._profit = 0.0
@@ -207,7 +161,7 @@ class _LineEnv(gym.Env[Any, np.int64]):
     def _reward(self, twin: Twin) -> float:
         if twin.stats_start < self.warmup:  # still warming up: nothing counts yet
             return 0.0
-        profit = running_profit(twin, self._weights)
+        profit = twin.meter.profit(twin)
         reward = profit - self._profit
         self._profit = profit
         return float(reward)

@@ -24,7 +24,7 @@ import copy
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +33,10 @@ from mypy_extensions import mypyc_attr
 
 from taktline.envs.control import DispatchController, ReleaseController
 from taktline.envs.distributions import Sampler
-from taktline.envs.kpis import Kpis, StationKpis
+from taktline.envs.kpis import Kpis
+from taktline.envs.meter import Meter
+from taktline.envs.snapshot import MachineState
 from taktline.envs.spec import (
-    HOURS_PER_UNIT,
     ClosedLoop,
     LineSpec,
     OrderList,
@@ -50,9 +51,8 @@ if TYPE_CHECKING:
 
 # event kinds (the order breaks no ties: equal times are served first-scheduled first)
 ARRIVAL, FINISH, FAIL, REPAIR, REVIEW, WARMUP = range(6)
-# machine states
-IDLE, SETUP, BUSY, BLOCKED, DOWN = range(5)
-STATE_NAMES = ("idle", "setup", "busy", "blocked", "down")
+# machine states: the integer codes of MachineState (its order)
+IDLE, SETUP, BUSY, BLOCKED, DOWN = (s.index for s in MachineState)
 _INF = math.inf
 
 
@@ -312,6 +312,7 @@ class Twin:
     ) -> None:
         self.spec = spec
         self.spec_hash = spec.spec_hash()
+        self.meter = Meter(spec)  # energy, costs, profit and KPIs (also the envs' rewards)
         self.seed = seed
         self.dispatcher = dispatch
         self.releaser = release
@@ -1084,75 +1085,8 @@ class Twin:
 
     # ---- observation ------------------------------------------------------------------
     def kpis(self) -> Kpis:
-        """KPIs over the window from the end of warm-up to now."""
-        now = self.now
-        window = max(now - self.stats_start, 1e-12)
-        costs = self.spec.costs
-        wip_area = self.wip_area + self.wip * (now - self.wip_since)
-        hours = HOURS_PER_UNIT[self.spec.time_unit]
-        energy = 0.0
-        st_k: list[StationKpis] = []
-        setups = 0
-        for s, st in zip(self.stations, self.spec.stations, strict=True):
-            tot = [0.0] * 5
-            for m in s.machines:
-                times = list(m.state_time)
-                times[m.state] += now - m.since
-                for i in range(5):
-                    tot[i] += times[i]
-            pw = st.power
-            energy += hours * (
-                (tot[IDLE] + tot[BLOCKED]) * pw.idle_kw
-                + tot[SETUP] * pw.setup_kw
-                + tot[BUSY] * pw.busy_kw
-                + tot[DOWN] * pw.down_kw
-            )
-            cap = window * len(s.machines)
-            q_area = s.q_area + len(s.buffer) * (now - s.q_since)
-            setups += s.setups
-            st_k.append(
-                StationKpis(
-                    name=s.name,
-                    utilization=tot[BUSY] / cap,
-                    availability=1.0 - tot[DOWN] / cap,
-                    blocked_share=tot[BLOCKED] / cap,
-                    starved_share=tot[IDLE] / cap,
-                    setup_share=tot[SETUP] / cap,
-                    mean_wait=s.wait_sum / s.wait_n if s.wait_n else 0.0,
-                    mean_queue=q_area / window,
-                )
-            )
-        n = self.completed
-        wip_cost = costs.wip_cost_per_job_time * wip_area
-        tardy_cost = costs.tardiness_cost_per_time * self.tardy_sum
-        energy_cost = costs.energy_price_per_kwh * energy
-        setup_cost = costs.setup_cost * setups
-        return Kpis(
-            window=window,
-            throughput=n / window,
-            completed=n,
-            released=self.released,
-            wip=wip_area / window,
-            flow_time=self.flow_sum / n if n else 0.0,
-            lead_time=self.lead_sum / n if n else 0.0,
-            makespan=self.last_departure,
-            total_tardiness=self.tardy_sum,
-            max_tardiness=self.tardy_max,
-            share_late=self.n_late / n if n else 0.0,
-            setups=setups,
-            energy_kwh=energy,
-            energy_cost=energy_cost,
-            revenue=self.revenue,
-            wip_cost=wip_cost,
-            tardiness_cost=tardy_cost,
-            setup_cost=setup_cost,
-            profit=self.revenue - wip_cost - tardy_cost - energy_cost - setup_cost,
-            stations=st_k,
-        )
-
-    def profit_so_far(self) -> float:
-        """Profit accumulated since the statistics started (for rewards between decisions)."""
-        return self.kpis().profit
+        """KPIs over the window from the end of warm-up to now (read by :attr:`meter`)."""
+        return self.meter.kpis(self)
 
     def snapshot(self) -> LineSnapshot:
         """The twin's state now as a typed :class:`~taktline.envs.snapshot.LineSnapshot`."""
@@ -1227,7 +1161,3 @@ def replicate(
     """``n`` independent replications with seeds ``seed, seed+1, ...`` (common random numbers
     across policies: the same seeds give the same orders and times)."""
     return [simulate(spec, dispatch, seed + i, until, release, warmup).kpis() for i in range(n)]
-
-
-def candidates_of(seq: Sequence[Job]) -> list[Job]:
-    return list(seq)
