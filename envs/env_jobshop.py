@@ -191,19 +191,29 @@ class JobShopEnv(gym.Env[Any, np.int64]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        """Start a new schedule.
+        """Start a new schedule, or go on from a snapshot's.
 
         Args:
             seed: Seeds the env's generator (generated instances are drawn from it).
             options: ``{"instance": name | path | JobShopInstance}`` plays that instance this
-                episode (it must fit the padding), e.g. to evaluate on a test set.
+                episode (it must fit the padding), e.g. to evaluate on a test set;
+                ``{"snapshot": JobShopSnapshot | dict}`` restores a partial schedule of the
+                episode's instance (exactly: ``JobShopState.from_snapshot``) and the episode
+                goes on from there (a dense return then counts the makespan growth from it).
         """
         super().reset(seed=seed)
-        if options and options.get("instance") is not None:
+        options = options or {}
+        snapshot = options.get("snapshot")
+        if options.get("instance") is not None:
             given = options["instance"]
             inst = given if isinstance(given, JobShopInstance) else resolve_instance(given)
             self.codec.check_size(inst.n_jobs, inst.n_machines, "options.instance")
         elif self._gen is not None:
+            if snapshot is not None:
+                raise PolicyError(
+                    "options.snapshot: this env draws its instances; pass the snapshot's "
+                    'instance too: reset(options={"snapshot": ..., "instance": ...})'
+                )
             fn, kw = self._gen
             inst = fn(rng=self.np_random, **kw)
             self.codec.check_size(inst.n_jobs, inst.n_machines, "generated instance")
@@ -213,8 +223,20 @@ class JobShopEnv(gym.Env[Any, np.int64]):
         if self._tables is None or inst is not self.instance:
             self._tables = _Tables(inst)
         self.instance = inst
-        self.state = JobShopState(inst, self.scheme)
         self._load = list(self._tables.load)
+        if snapshot is None:
+            self.state = JobShopState(inst, self.scheme)
+        else:
+            self.state = JobShopState.from_snapshot(inst, snapshot)
+            if self.state.scheme != self.scheme:
+                raise PolicyError(
+                    f"options.snapshot.scheme: {self.state.scheme!r}, but this env builds "
+                    f"{self.scheme!r} schedules; make the env with scheme={self.state.scheme!r}"
+                )
+            for j, done_ops in enumerate(self.state.next_op):
+                for alts in inst.jobs[j][:done_ops]:
+                    for m, p in alts:
+                        self._load[m] -= p
         if self.skip_forced:
             self._skip()
         return self._observe(), {}

@@ -256,3 +256,31 @@ def test_a_snapshot_changed_in_place_does_not_leak_into_the_next_one() -> None:
     snap.jobs[0].ready += 7  # records are reused from one snapshot to the next
     snap.machines[1].available += 3
     assert jobshop_snapshot(state) == fresh
+
+
+@pytest.mark.parametrize("skip_forced", [True, False])
+def test_an_env_reset_from_a_snapshot_goes_on_as_the_original(skip_forced: bool) -> None:
+    inst = SHOPS["flexible_dated"](10)
+    env = JobShopEnv(instance=inst, skip_forced=skip_forced)
+    env.reset(seed=0)
+    rng = np.random.default_rng(10)
+    for _ in range(3):
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    assert env.state is not None and not env.state.done
+    body = env.snapshot().model_dump(mode="json")
+    other = JobShopEnv(instance=inst, skip_forced=skip_forced)
+    obs_r, _ = other.reset(options={"snapshot": body})
+    assert other.snapshot() == env.snapshot()
+    assert np.array_equal(obs_r, env.codec.encode(env.snapshot())[0])
+    done = False
+    while not done:
+        a = int(rng.choice(np.flatnonzero(env.action_masks())))
+        obs, r, done, _, info = env.step(a)
+        obs_r, r_r, done_r, _, info_r = other.step(a)
+        assert np.array_equal(obs, obs_r) and r == r_r and done == done_r
+    assert info["kpis"] == info_r["kpis"]
+    with pytest.raises(PolicyError, match=r"options\.snapshot\.scheme"):
+        JobShopEnv(instance=inst, scheme="non-delay").reset(options={"snapshot": body})
+    gen = JobShopEnv(instance={"generator": "flexible", "n_jobs": 6, "n_machines": 4})
+    with pytest.raises(PolicyError, match="pass the snapshot's instance"):
+        gen.reset(options={"snapshot": body})
