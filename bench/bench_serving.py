@@ -7,6 +7,8 @@ Measures on localhost, for one small dispatching policy (bodyshop, MLP 64x64):
   ``encode -> act -> decode`` of one snapshot;
 * ``POST /decide`` (one snapshot) and ``POST /act`` (batch of 64) of ``taktline serve``
   (uvicorn, auth on): p50/p99 latency with one client, requests/s with concurrent clients;
+  and the same through the FastAPI routes alone (``TAKTLINE_FAST_PATH=false``), which is what
+  the fast path in front of them buys;
 * ``mlflow models serve --env-manager local`` of the same bundle logged as training logs it
   (``training.tracking.log_policy_model``): one row and 64 rows per request, same clients;
 * the same for the network logged with MLflow's own torch flavour (``mlflow.pytorch``), the
@@ -33,12 +35,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import mlflow
 import numpy as np
+
+from taktline.envs.snapshot import LineSnapshot, pending_dispatch
 
 LINE = "bodyshop"
 FLOOR_APP = """
@@ -90,12 +93,13 @@ def make_bundle(path: Path) -> Path:
     ).save(path)
 
 
-def snapshots(n: int) -> list[dict[str, Any]]:
+def snapshots(n: int) -> list[LineSnapshot]:
     from taktline.agents.rules import get_rule
     from taktline.envs.spec import load_spec
     from taktline.envs.twin import Twin
 
-    twin, rule, out = Twin(load_spec(LINE), seed=0), get_rule("SPT"), []
+    twin, rule = Twin(load_spec(LINE), seed=0), get_rule("SPT")
+    out: list[LineSnapshot] = []
     while len(out) < n:
         req = twin.run_until_decision()
         if req is None:
@@ -105,12 +109,7 @@ def snapshots(n: int) -> list[dict[str, Any]]:
             twin.dispatch(rule.dispatch(req.candidates, twin.now, None))
         else:
             twin.release(req.pool_size)
-    return [s for s in out if len(s["stations"]) and _queue_len(s) <= 10]
-
-
-def _queue_len(s: dict[str, Any]) -> int:
-    st = next(x for x in s["stations"] if x["name"] == s["decision"]["station"])
-    return len(st["queue"])
+    return [s for s in out if len(pending_dispatch(s)[0].queue) <= 10]
 
 
 def start(cmd: list[str], env: dict[str, str], url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -277,7 +276,7 @@ def main() -> None:
     bare_full = timed(full, 2000)
 
     # ---- servers --------------------------------------------------------------------------
-    tk_port, ml_port, mt_port, fl_port = (free_port() for _ in range(4))
+    tk_port, fw_port, ml_port, mt_port, fl_port = (free_port() for _ in range(5))
     env = {
         "TAKTLINE_ENV": "production",
         "TAKTLINE_API_KEYS": json.dumps([KEY]),
@@ -308,6 +307,15 @@ def main() -> None:
         ).model_uri
     servers = [tk]
     try:
+        # the same server with its routes alone: what the fast path in front of them buys
+        servers.append(
+            start(
+                [sys.executable, "-m", "taktline.cli_serve", "serve", "--policy",
+                 f"p={bundle_dir}", "--port", str(fw_port)],
+                {**env, "TAKTLINE_FAST_PATH": "false"},
+                f"http://127.0.0.1:{fw_port}/readyz", tmp / "taktline-routes.log",
+            )
+        )  # fmt: skip
         # the ceiling: an ASGI app that does nothing, on the same uvicorn (uvloop, httptools)
         servers.append(
             start(
@@ -337,13 +345,15 @@ def main() -> None:
     try:
         decide_url = f"http://127.0.0.1:{tk_port}/v1/policies/p/decide"
         act_url = f"http://127.0.0.1:{tk_port}/v1/policies/p/act"
+        fw_decide_url = f"http://127.0.0.1:{fw_port}/v1/policies/p/decide"
+        fw_act_url = f"http://127.0.0.1:{fw_port}/v1/policies/p/act"
         ml_url = f"http://127.0.0.1:{ml_port}/invocations"
         mt_url = f"http://127.0.0.1:{mt_port}/invocations"
         mt1_bodies = [json.dumps({"inputs": [o.tolist()]}).encode() for o, _ in encoded]
         mt64_bodies = [
             json.dumps({"inputs": np.roll(obs64, k, 0).tolist()}).encode() for k in range(8)
         ]
-        decide_bodies = [json.dumps(s).encode() for s in snaps]
+        decide_bodies = [s.model_dump_json().encode() for s in snaps]
         act_bodies = [
             json.dumps(
                 {"observations": np.roll(obs64, k, 0).tolist(),
@@ -367,6 +377,8 @@ def main() -> None:
             ("empty ASGI app (the ceiling)", floor_url, decide_bodies, {}),
             ("taktline /decide (1 snapshot)", decide_url, decide_bodies, auth),
             ("taktline /act (batch 64)", act_url, act_bodies, auth),
+            ("routes alone /decide (1 snapshot)", fw_decide_url, decide_bodies, auth),
+            ("routes alone /act (batch 64)", fw_act_url, act_bodies, auth),
             ("mlflow serve (1 row)", ml_url, ml1_bodies, {}),
             ("mlflow serve (64 rows)", ml_url, ml64_bodies, {}),
             ("mlflow serve, torch flavour (1)", mt_url, mt1_bodies, {}),
@@ -412,6 +424,10 @@ def main() -> None:
     print(f"  /decide vs 1 row : throughput x{d[2] / t1[2]:.1f}, p50 x{t1[0] / d[0]:.1f} lower")
     print(f"  /act 64 vs 64 rows: throughput x{a[2] / t64[2]:.1f}, p50 x{t64[0] / a[0]:.1f} lower")
     print(f"  /decide p50 over bare encode+act+decode: +{d[0] - ms(bare_full, 0.5):.3f} ms")
+    fd, fa = results["routes alone /decide (1 snapshot)"], results["routes alone /act (batch 64)"]
+    print("ratios (taktline with its fast path / its FastAPI routes alone):")
+    print(f"  /decide: throughput x{d[2] / fd[2]:.2f}, p50 x{fd[0] / d[0]:.2f} lower")
+    print(f"  /act 64: throughput x{a[2] / fa[2]:.2f}, p50 x{fa[0] / a[0]:.2f} lower")
     fl = results["empty ASGI app (the ceiling)"]
     print(
         f"  ceiling (empty app) vs mlflow pyfunc 1 row: throughput x{fl[2] / m1r[2]:.1f}; "

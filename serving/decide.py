@@ -174,6 +174,7 @@ class DecisionService:
         """The decision for ``snapshot`` by policy ``name`` (or its fallback rule)."""
         config = self.settings.policies[name]
         loaded = self.store.get(name)
+        _check_decidable(snapshot)
         _check_fits_the_line(loaded, snapshot)
         if config.shadow:
             return await self._decide_shadow(name, config, loaded, snapshot)
@@ -346,6 +347,24 @@ class DecisionService:
             if not any(m):
                 _invalid(("masks", i), "no feasible action: at least one entry must be true")
         return obs, np.asarray(request.masks, dtype=bool)
+
+
+def _check_decidable(snapshot: Snapshot) -> None:
+    """422 for a snapshot that waits for no decision (a valid state, but nothing to decide).
+
+    Raises:
+        RequestValidationError: naming ``decision``.
+    """
+    if snapshot.decision is None:
+        what = (
+            "the schedule is complete"
+            if isinstance(snapshot, JobShopSnapshot)
+            else ("the line waits for no decision")
+        )
+        _invalid(
+            ("decision",),
+            f"{what}; there is nothing to decide (post the snapshot of a decision point)",
+        )
 
 
 def _check_fits_the_line(loaded: LoadedPolicy | None, snapshot: Snapshot) -> None:
