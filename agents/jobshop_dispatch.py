@@ -25,7 +25,6 @@ from taktline.agents.rules import DispatchRule, get_rule
 from taktline.envs.encoding_jobshop import jobshop_candidates, jobshop_snapshot
 from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.envs.jobshop.schedule import JobShopState, ScheduledOperation
-from taktline.envs.snapshot import Candidate
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,6 @@ class DispatchResult:
         if with_schedule:
             out["schedule"] = [s._asdict() for s in self.schedule]
         return out
-
-
-def candidates_of(state: JobShopState) -> list[Candidate]:
-    """The rule candidates of a live state: :func:`jobshop_candidates` of its snapshot."""
-    return jobshop_candidates(jobshop_snapshot(state))
 
 
 def dispatch(
