@@ -43,7 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _BLOCK = 2048
-_REJECT_BLOCKS = 8  # blocks of _BLOCK plain draws tried before the tail method
+_REJECT_BLOCKS = 1  # blocks of _BLOCK plain draws tried before the tail method (P(X > e) small)
 _ENVELOPE_TRIES = 1000
 _SIR_DRAWS = 4096
 _STD_NORMAL = NormalDist()

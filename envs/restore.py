@@ -71,7 +71,7 @@ from taktline.envs.snapshot import (
     as_line_snapshot,
     line_spec_problem,
 )
-from taktline.envs.spec import ClosedLoop, LineSpec, OrderList, RenewalArrivals
+from taktline.envs.spec import ClosedLoop, LineSpec, OrderList, RenewalArrivals, Station
 from taktline.envs.twin import ARRIVAL, FAIL, FINISH, REPAIR, REVIEW, Job, Machine, Twin
 from taktline.errors import SpecError
 
@@ -139,7 +139,7 @@ def restore_twin(
         for k, mrec in enumerate(srec.machines):
             m = s.machines[int(mrec.id.rsplit(".M", 1)[1]) - 1]  # ids checked by _read
             field = f"stations[{i}].machines[{k}]"
-            held = _held(mrec, field)
+            held = _held(mrec, spec.stations[si], field)
             jb = job(held, f"{field}.in_process", None) if held is not None else None
             if _restore_machine(twin, m, mrec, jb, field, rng):
                 blocked.append((-mrec.elapsed, len(blocked), m))
@@ -207,7 +207,8 @@ def _read(snapshot: LineSnapshot | Mapping[str, Any], spec: LineSpec) -> LineSna
     problem = line_spec_problem(snap, spec)
     if problem is not None:
         loc, msg = problem
-        raise SpecError(f"snapshot.{'.'.join(str(p) for p in loc)}: {msg}")
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        raise SpecError(f"snapshot{path}: {msg}")
     given = {s.name: s for s in snap.stations}
     for st in spec.stations:
         srec = given.get(st.name)
@@ -232,12 +233,22 @@ def _read(snapshot: LineSnapshot | Mapping[str, Any], spec: LineSpec) -> LineSna
     return snap
 
 
-def _held(mrec: MachineRecord, field: str) -> JobRecord | None:
-    """The job a machine holds, checked against its state."""
+def _held(mrec: MachineRecord, st: Station, field: str) -> JobRecord | None:
+    """The job a machine holds, checked against its state and its station ``st``."""
     state = mrec.state
+    if state == MachineState.DOWN and st.failures is None:
+        raise SpecError(
+            f"snapshot.{field}.state: machine {mrec.id!r} is down, but station {st.name!r} "
+            "has no failures in the spec"
+        )
+    if state == MachineState.SETUP and st.setups is None:
+        raise SpecError(
+            f"snapshot.{field}.state: machine {mrec.id!r} is in setup, but station "
+            f"{st.name!r} has no setups in the spec"
+        )
     if mrec.in_process is None and mrec.job is not None:
         raise SpecError(
-            f"{field}.in_process: machine {mrec.id!r} holds job {mrec.job!r}; give the job's "
+            f"snapshot.{field}.in_process: machine {mrec.id!r} holds job {mrec.job!r}; give the job's "
             "full record in `in_process` to restore it"
         )
     if mrec.in_process is None and state in (
@@ -246,12 +257,12 @@ def _held(mrec: MachineRecord, field: str) -> JobRecord | None:
         MachineState.BLOCKED,
     ):
         raise SpecError(
-            f"{field}.in_process: machine {mrec.id!r} is {state.value} and needs the record of "
+            f"snapshot.{field}.in_process: machine {mrec.id!r} is {state.value} and needs the record of "
             "the job it holds"
         )
     if mrec.in_process is not None and state == MachineState.IDLE:
         raise SpecError(
-            f"{field}.state: machine {mrec.id!r} is idle but holds job {mrec.in_process.id!r}; "
+            f"snapshot.{field}.state: machine {mrec.id!r} is idle but holds job {mrec.in_process.id!r}; "
             "an idle machine holds no job"
         )
     return mrec.in_process
@@ -342,16 +353,6 @@ def _restore_machine(
             f"must have finished step {job.step - 1} at {st.name!r}"  # type: ignore[union-attr]
         )
     fails = st.failures
-    if state == MachineState.DOWN and fails is None:
-        raise SpecError(
-            f"snapshot.{field}.state: machine {mrec.id!r} is down, but station {st.name!r} "
-            "has no failures in the spec"
-        )
-    if state == MachineState.SETUP and st.setups is None:
-        raise SpecError(
-            f"snapshot.{field}.state: machine {mrec.id!r} is in setup, but station "
-            f"{st.name!r} has no setups in the spec"
-        )
 
     def left(dist: Distribution) -> float:
         return (
