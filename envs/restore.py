@@ -248,8 +248,8 @@ def _held(mrec: MachineRecord, st: Station, field: str) -> JobRecord | None:
         )
     if mrec.in_process is None and mrec.job is not None:
         raise SpecError(
-            f"snapshot.{field}.in_process: machine {mrec.id!r} holds job {mrec.job!r}; give the job's "
-            "full record in `in_process` to restore it"
+            f"snapshot.{field}.in_process: machine {mrec.id!r} holds job {mrec.job!r}; "
+            "give the job's full record in `in_process` to restore it"
         )
     if mrec.in_process is None and state in (
         MachineState.BUSY,
@@ -257,13 +257,13 @@ def _held(mrec: MachineRecord, st: Station, field: str) -> JobRecord | None:
         MachineState.BLOCKED,
     ):
         raise SpecError(
-            f"snapshot.{field}.in_process: machine {mrec.id!r} is {state.value} and needs the record of "
-            "the job it holds"
+            f"snapshot.{field}.in_process: machine {mrec.id!r} is {state.value} and needs "
+            "the record of the job it holds"
         )
     if mrec.in_process is not None and state == MachineState.IDLE:
         raise SpecError(
-            f"snapshot.{field}.state: machine {mrec.id!r} is idle but holds job {mrec.in_process.id!r}; "
-            "an idle machine holds no job"
+            f"snapshot.{field}.state: machine {mrec.id!r} is idle but holds job "
+            f"{mrec.in_process.id!r}; an idle machine holds no job"
         )
     return mrec.in_process
 
@@ -335,22 +335,23 @@ def _restore_machine(
     m.last_family = mrec.family
     m.job = job
     state = mrec.state
-    here = job is not None and job.route[job.step] == m.station
-    done_here = job is not None and job.step > 0 and job.route[job.step - 1] == m.station
+    step = job.step if job is not None else -1
+    here = job is not None and job.route[step] == m.station
+    done_here = job is not None and step > 0 and job.route[step - 1] == m.station
     if job is not None and not (here or done_here):
         raise SpecError(
-            f"snapshot.{field}.in_process.step: job {mrec.in_process.id!r} is at step "  # type: ignore[union-attr]
-            f"{job.step}, neither processed at {st.name!r} nor finished there"
+            f"snapshot.{field}.in_process.step: job {job.name!r} is at step {step}, neither "
+            f"processed at {st.name!r} nor finished there"
         )
     if state in (MachineState.BUSY, MachineState.SETUP) and not here:
         raise SpecError(
             f"snapshot.{field}.in_process.step: machine {mrec.id!r} is {state.value} but the "
-            f"step {job.step} of its job is not at {st.name!r}"  # type: ignore[union-attr]
+            f"step {step} of its job is not at {st.name!r}"
         )
     if state == MachineState.BLOCKED and not done_here:
         raise SpecError(
             f"snapshot.{field}.in_process.step: machine {mrec.id!r} is blocked, so its job "
-            f"must have finished step {job.step - 1} at {st.name!r}"  # type: ignore[union-attr]
+            f"must have finished step {step - 1} at {st.name!r}"
         )
     fails = st.failures
 
@@ -371,9 +372,7 @@ def _restore_machine(
     m.state = state.index
     if state == MachineState.BUSY:
         assert job is not None
-        twin._begin_process(
-            m, left(twin.spec.products[job.product].routing[job.step].processing_time)
-        )
+        twin._begin_process(m, left(_step_time(twin, job)))
     elif state == MachineState.SETUP:
         assert job is not None and st.setups is not None
         setups = st.setups
@@ -389,12 +388,16 @@ def _restore_machine(
         twin._schedule(now + left(fails.time_to_repair), REPAIR, m.gid, m.token)
         if here:
             assert job is not None
-            step_dist = twin.spec.products[job.product].routing[job.step].processing_time
             m.resume_state = MachineState.BUSY.index
-            m.remaining = step_dist.sample_residual(rng)
+            m.remaining = _step_time(twin, job).sample_residual(rng)
         else:
             m.resume_state = (MachineState.BLOCKED if done_here else MachineState.IDLE).index
     return state == MachineState.BLOCKED or (state == MachineState.DOWN and done_here)
+
+
+def _step_time(twin: Twin, job: Job) -> Distribution:
+    """The processing-time law of ``job``'s current operation."""
+    return twin.spec.products[job.product].routing[job.step].processing_time
 
 
 def _schedule_orders(twin: Twin, snap: LineSnapshot, rng: np.random.Generator) -> None:

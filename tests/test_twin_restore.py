@@ -30,7 +30,7 @@ from taktline.envs.distributions import (
 from taktline.envs.restore import snapshot_job_ids
 from taktline.envs.snapshot import LineSnapshot
 from taktline.envs.spec import LineSpec, load_spec
-from taktline.envs.twin import Twin
+from taktline.envs.twin import ARRIVAL, Twin
 
 FIFO = get_rule("FIFO")
 T0 = 300.0  # snapshot time: after the body shop's warm-up (120), mid-run
@@ -117,6 +117,46 @@ def test_a_plant_job_id_gets_a_free_twin_number(bodyshop: LineSpec) -> None:
     assert ids["ORDER-4711"] in restored.jobs_in_line
 
 
+def test_remaining_times_given_in_the_snapshot_are_kept(bodyshop: LineSpec) -> None:
+    _, snap = _snapshot_at(bodyshop, 2)
+    body = snap.model_dump(mode="json")
+    busy = _busy(body)
+    busy["remaining"] = 7.25  # longer than any operation of the line: not a draw
+    down = _first(body, "underbody")["machines"][1]
+    assert down["id"] != busy["id"], "premise: two different machines"
+    down.update(state="down", remaining=3.5, elapsed=1.0)
+    restored = Twin.from_snapshot(bodyshop, body, seed=1, dispatch=FIFO, log_events=True)
+    restored.run(until=T0 + 10.0)
+    events = restored.events()
+    first_finish = next(e for e in events if e["machine"] == busy["id"] and e["event"] == "finish")
+    first_repair = next(e for e in events if e["machine"] == down["id"] and e["event"] == "repair")
+    assert first_finish["time"] == pytest.approx(T0 + 7.25)
+    assert first_repair["time"] == pytest.approx(T0 + 3.5)
+
+
+def test_the_next_renewal_arrival_is_drawn_given_the_time_since_the_last() -> None:
+    spec = load_spec("machining")  # gamma(2, 2.6) interarrival times
+    twin = Twin(spec, seed=1, dispatch=FIFO)
+    twin.run(until=400.0)
+    body = twin.snapshot().model_dump(mode="json")
+    since = 6.0
+    ref = stats.gamma(2.0, scale=2.6)
+
+    def cdf(y: np.ndarray) -> np.ndarray:
+        return (ref.cdf(since + y) - ref.cdf(since)) / ref.sf(since)
+
+    def next_gaps(last: float | None) -> np.ndarray:
+        gaps = []
+        for seed in range(200):
+            restored = Twin.from_snapshot(spec, {**body, "last_arrival": last}, seed=seed)
+            # the one pending arrival event (time, seq, kind, machine, token) on the heap
+            gaps.append(min(e[0] for e in restored._heap if e[2] == ARRIVAL) - twin.now)
+        return np.array(gaps)
+
+    assert stats.kstest(next_gaps(twin.now - since), cdf).pvalue > 0.01
+    assert stats.kstest(next_gaps(None), cdf).pvalue < 0.01  # power: a fresh gap is caught
+
+
 @pytest.mark.parametrize("line", ["serial5", "machining", "conwip_loop"])
 def test_other_bundled_lines_restore_exactly(line: str) -> None:
     spec = load_spec(line)
@@ -201,7 +241,8 @@ def test_running_on_from_a_restored_snapshot_matches_continuing_the_original(
         )
     ks_ok = stats.ks_2samp(original[:, 1], restored[:, 1]).pvalue
     ks_bad = stats.ks_2samp(original[:, 1], emptied[:, 1]).pvalue
-    print(f"Welch p (restored, emptied queues) {report}; KS on WIP {ks_ok:.3g}, {ks_bad:.3g}")
+    shown = ", ".join(f"{k} {a:.3g} / {b:.2g}" for k, (a, b) in report.items())
+    print(f"Welch p restored / emptied queues: {shown}; KS on WIP {ks_ok:.3g} / {ks_bad:.2g}")
     for kpi, (p_ok, _) in report.items():
         assert p_ok > 0.01, f"{kpi}: restored differs from the original (Welch p = {p_ok:.3g})"
     assert ks_ok > 0.01
@@ -235,7 +276,11 @@ CONDITIONAL = [  # (distribution, elapsed, the same law in scipy)
 ]
 
 
-@pytest.mark.parametrize(("dist", "elapsed", "ref"), CONDITIONAL, ids=lambda x: repr(x)[:40])
+def _ids(cases: list[tuple[Any, ...]]) -> list[str]:
+    return [f"{c[0].dist}-{i}" for i, c in enumerate(cases)]
+
+
+@pytest.mark.parametrize(("dist", "elapsed", "ref"), CONDITIONAL, ids=_ids(CONDITIONAL))
 def test_remaining_time_follows_the_conditional_law(dist: Any, elapsed: float, ref: Any) -> None:
     rng = np.random.default_rng(7)
     left = np.array([dist.sample_remaining(rng, elapsed) for _ in range(2000)])
@@ -260,7 +305,7 @@ RESIDUAL = [
 ]
 
 
-@pytest.mark.parametrize(("dist", "ref"), RESIDUAL, ids=lambda x: repr(x)[:40])
+@pytest.mark.parametrize(("dist", "ref"), RESIDUAL, ids=_ids(RESIDUAL))
 def test_residual_follows_the_equilibrium_law(dist: Any, ref: Any) -> None:
     rng = np.random.default_rng(11)
     left = np.sort([dist.sample_residual(rng) for _ in range(1000)])
