@@ -13,6 +13,11 @@ Rewards (``reward=``):
   is exactly ``-makespan`` (times ``reward_scale``);
 * ``"sparse"``: 0, and ``-makespan * reward_scale`` at the last step.
 
+A step decodes the action into a :class:`~taktline.envs.decision.Decision` (the codec's
+``decode`` of the env's :meth:`JobShopEnv.snapshot`, read from the state directly) and applies
+it, as a served policy's answer would be applied. :meth:`JobShopEnv.fork` copies the env at a
+decision point; ``reset(options={"snapshot": ...})`` goes on from a snapshot's partial schedule.
+
 ``instance`` is a bundled name (``"ta01"``, ``"ft06"``, ``"la17"``), an instance file, a
 :class:`JobShopInstance`, or a generator spec such as
 ``{"generator": "taillard_like", "n_jobs": 10, "n_machines": 10}`` (also ``random_routing`` and
