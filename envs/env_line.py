@@ -27,27 +27,10 @@ from taktline.envs.encoding import resolve_line
 from taktline.envs.encoding_line import LineDispatchCodec
 from taktline.envs.encoding_release import LineReleaseCodec
 from taktline.envs.priorities import DISPATCH_RULES, RuleDispatcher, rule_choice
-from taktline.envs.snapshot import job_number
 from taktline.envs.spaces import MaskedDiscrete, resolve_action
 from taktline.envs.spec import LineSpec, OrderList
 from taktline.envs.twin import Twin
 from taktline.errors import InfeasibleActionError, PolicyError
-
-
-def apply_decision(twin: Twin, decision: dict[str, Any]) -> None:
-    """Carry out a decoded decision on the twin's pending request (what a plant would do).
-
-    Raises:
-        PolicyError: when the decision does not answer the pending request.
-        InfeasibleActionError: when the named job is not waiting there.
-    """
-    kind = decision.get("kind")
-    if kind == "dispatch":
-        twin.dispatch_job(job_number(str(decision["job"]), -1))
-    elif kind == "release":
-        twin.release(int(decision["count"]))
-    else:
-        raise PolicyError(f"decision.kind: expected 'dispatch' or 'release', got {kind!r}")
 
 
 class _LineEnv(gym.Env[Any, np.int64]):

@@ -24,18 +24,19 @@ import copy
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mypy_extensions import mypyc_attr
+from pydantic import ValidationError
 
 from taktline.envs.control import DispatchController, ReleaseController
 from taktline.envs.distributions import Sampler
 from taktline.envs.kpis import Kpis
 from taktline.envs.meter import Meter
-from taktline.envs.snapshot import MachineState
+from taktline.envs.snapshot import MachineState, job_number
 from taktline.envs.spec import (
     ClosedLoop,
     LineSpec,
@@ -47,6 +48,7 @@ from taktline.envs.streams import StreamMap, spawn_streams
 from taktline.errors import InfeasibleActionError, PolicyError
 
 if TYPE_CHECKING:
+    from taktline.envs.decision import Decision
     from taktline.envs.snapshot import LineSnapshot
 
 # event kinds (the order breaks no ties: equal times are served first-scheduled first)
@@ -798,6 +800,52 @@ class Twin:
             raise InfeasibleActionError(f"release: count must be >= 0, got {n}")
         self._pending = None
         return self._do_release(n)
+
+    def apply(self, decision: Decision | Mapping[str, Any]) -> None:
+        """Carry out a :class:`~taktline.envs.decision.Decision` (or its dict) on the pending
+        request, as a plant would: start the job it names (``"J-<n>"``) on the waiting machine,
+        or release ``count`` orders.
+
+        Raises:
+            PolicyError: when the decision does not answer the pending request (another kind,
+                station or machine, no count) or is no valid decision.
+            InfeasibleActionError: when the named job is not waiting there, or the count < 0.
+        """
+        from taktline.envs.decision import Decision
+
+        if not isinstance(decision, Decision):
+            try:
+                decision = Decision.model_validate(decision)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "decision"
+                raise PolicyError(f"decision.{where}: {err['msg']}, got {decision!r}") from exc
+        req = self._pending
+        if req is None or req.kind != decision.kind:
+            want = "nothing" if req is None else f"a {req.kind} decision"
+            raise PolicyError(
+                f"decision.kind: got {decision.kind!r}, but the twin waits for {want}"
+                " (decide on its snapshot at the decision point)"
+            )
+        if decision.kind == "release":
+            if decision.count is None:
+                raise PolicyError("decision.count: a release decision needs a count, got None")
+            self.release(decision.count)
+            return
+        station = self.stations[req.station].name
+        machine = self.machines[req.machine].name
+        if decision.station not in (None, station) or decision.machine not in (None, machine):
+            raise PolicyError(
+                f"decision.station/machine: got {decision.station!r}/{decision.machine!r}, but"
+                f" the decision due is for {station!r}/{machine!r}"
+            )
+        job = decision.job
+        if job is None:
+            raise PolicyError("decision.job: a dispatch decision names a job (J-<n>), got None")
+        jid = job_number(job, -1) if isinstance(job, str) else job
+        if jid < 0:
+            raise InfeasibleActionError(f"decision.job: expected a job id J-<n>, got {job!r}")
+        self.dispatch_job(jid)
 
     @property
     def pending(self) -> DecisionRequest | None:

@@ -167,3 +167,84 @@ def test_common_random_numbers_give_every_rule_the_same_orders() -> None:
         twin.run(600.0)
         arrivals.append([(e["time"], e["job"]) for e in twin.events() if e["event"] == "arrival"])
     assert arrivals[0] == arrivals[1] == arrivals[2]
+
+
+# ---- twin.apply(decision): what a plant does with a decision ----------------------------------
+def _waiting(seed: int = 0) -> Twin:
+    from taktline.envs.spec import load_spec
+
+    twin = Twin(load_spec("bodyshop"), seed, external_release=True, review_period=5.0)
+    while (req := twin.run_until_decision(500.0)) is not None:
+        if req.kind == "dispatch" and len(req.candidates) >= 3:
+            return twin
+        twin.dispatch(0) if req.kind == "dispatch" else twin.release(len(twin.pool))
+    raise AssertionError("no dispatch decision with 3 waiting jobs")  # pragma: no cover
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_apply_starts_the_job_the_decision_names_as_dispatch_job_does(as_dict: bool) -> None:
+    from taktline.envs.decision import Decision
+
+    a, b = _waiting(), _waiting()
+    req = a.pending
+    assert req is not None
+    job = req.candidates[2]
+    decision = Decision(
+        kind="dispatch",
+        station=a.stations[req.station].name,
+        machine=a.machines[req.machine].name,
+        job=job.name,
+    )
+    a.apply(decision.model_dump() if as_dict else decision)
+    b.dispatch_job(job.id)
+    assert a.snapshot() == b.snapshot()
+    assert a.machines[req.machine].job is job
+
+
+def test_apply_releases_the_count_of_a_release_decision() -> None:
+    twin = Twin(
+        _waiting().spec, 3, dispatch=get_rule("FIFO"), external_release=True, review_period=5.0
+    )
+    while (req := twin.run_until_decision(500.0)) is not None and len(twin.pool) < 2:
+        twin.release(0)
+    assert req is not None and req.kind == "release"
+    pool, wip = len(twin.pool), twin.wip
+    twin.apply({"kind": "release", "count": 1})
+    assert (len(twin.pool), twin.wip) == (pool - 1, wip + 1)
+
+
+@pytest.mark.parametrize(
+    ("decision", "error", "words"),
+    [
+        ({"kind": "release", "count": 1}, "PolicyError", "decision.kind: got 'release'"),
+        ({"kind": "dispatch"}, "PolicyError", "decision.job"),
+        ({"kind": "dispatch", "job": "J-99999"}, "InfeasibleActionError", "J-99999"),
+        ({"kind": "dispatch", "job": "press-3"}, "InfeasibleActionError", "'press-3'"),
+        ({"kind": "dispatch", "machine": "x.M9", "job": "J-1"}, "PolicyError", "'x.M9'"),
+        ({"kind": "pause"}, "PolicyError", "decision.kind"),
+    ],
+)
+def test_apply_refuses_a_decision_that_does_not_answer_the_request(
+    decision: dict[str, Any], error: str, words: str
+) -> None:
+    import taktline.errors
+
+    twin = _waiting()
+    before = twin.snapshot()
+    with pytest.raises(getattr(taktline.errors, error)) as info:
+        twin.apply(decision)
+    assert words in str(info.value)
+    assert twin.snapshot() == before  # nothing was done
+
+
+def test_apply_refuses_a_release_without_a_count_or_below_zero() -> None:
+    from taktline.errors import InfeasibleActionError, PolicyError
+
+    twin = Twin(
+        _waiting().spec, 3, dispatch=get_rule("FIFO"), external_release=True, review_period=5.0
+    )
+    assert twin.run_until_decision(500.0) is not None
+    with pytest.raises(PolicyError, match=r"decision\.count"):
+        twin.apply({"kind": "release"})
+    with pytest.raises(InfeasibleActionError, match="count must be >= 0"):
+        twin.apply({"kind": "release", "count": -1})
