@@ -1,10 +1,14 @@
-"""Benchmark: complete JobShop-v0 episodes per second on ta01 vs JSSEnv, and LineDispatch steps/s.
+"""Benchmark: complete JobShop-v0 episodes per second on ta01 vs JSSEnv, and line env steps/s.
 
 Both job-shop envs play Taillard's ta01 (15 jobs x 15 machines) with random feasible actions
 drawn the same way (uniform over the mask's feasible actions from one numpy generator). The
 two are measured in alternating rounds in the same process, so machine load hits both alike.
 JSSEnv (``jssenv``, a dev dependency) counts as a peer with a 7-feature-per-job observation;
 taktline's observation has 11 features per job, 4 per machine and 4 global ones.
+
+The line envs (LineDispatch-v0, LineRelease-v0 on the body shop) print their steps/s and what
+decoding each action on a snapshot (``codec.decode(env.snapshot(), action)``, the served path)
+would add to a step: the envs decode on the twin instead while that costs more than ~15%.
 
     python bench/bench_envs.py [--seconds 3] [--rounds 3]
 """
@@ -71,12 +75,11 @@ def jssenv_jobshop() -> tuple[Runner, int]:
     return run, int(np.prod(env.observation_space["real_obs"].shape))
 
 
-def line_dispatch(seconds: float) -> float:
-    from taktline.envs.env_line import LineDispatchEnv
-
-    env = LineDispatchEnv(line="bodyshop")
+def line_steps(env: Any, seconds: float) -> tuple[float, float]:
+    """Steps/s of a line env with random feasible actions, and the seconds per step that
+    ``codec.decode(env.snapshot(), action)`` takes (timed apart, not applied)."""
     rng = np.random.default_rng(0)
-    steps, seed = 0, 0
+    steps, seed, decode_s = 0, 0, 0.0
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
@@ -84,11 +87,15 @@ def line_dispatch(seconds: float) -> float:
         seed += 1
         done = False
         while not done and time.perf_counter() < end:
-            action = rng.choice(np.flatnonzero(env.action_masks()))
+            action = int(rng.choice(np.flatnonzero(env.action_masks())))
+            t0 = time.perf_counter()
+            env.codec.decode(env.snapshot(), action)
+            decode_s += time.perf_counter() - t0
             _, _, term, trunc, _ = env.step(action)
             done = term or trunc
             steps += 1
-    return steps / (time.perf_counter() - start)
+    step_s = (time.perf_counter() - start - decode_s) / steps
+    return 1.0 / step_s, decode_s / steps
 
 
 def main() -> None:
@@ -125,7 +132,17 @@ def main() -> None:
         for name in rate:
             if name.startswith("taktline"):
                 print(f"ratio {name} / JSSEnv: {rate[name] / peer:.2f}x")
-    print(f"LineDispatch-v0 on bodyshop: {line_dispatch(args.seconds):.0f} steps/s")
+    from taktline.envs.env_line import LineDispatchEnv, LineReleaseEnv
+
+    for name, env in (
+        ("LineDispatch-v0", LineDispatchEnv(line="bodyshop")),
+        ("LineRelease-v0", LineReleaseEnv(line="bodyshop")),
+    ):
+        rate, decode = line_steps(env, args.seconds)
+        print(
+            f"{name} on bodyshop: {rate:.0f} steps/s; decoding on a snapshot would add "
+            f"{decode * 1e6:.0f} us per step ({decode * rate:.0%} of a step)"
+        )
 
 
 if __name__ == "__main__":
