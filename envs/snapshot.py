@@ -434,7 +434,9 @@ def as_snapshot(value: Snapshot | Mapping[str, Any]) -> Snapshot:
 def validation_message(exc: ValidationError) -> str:
     """The first error of a pydantic validation, as ``field.path: message``."""
     err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"] if p not in SNAPSHOT_TAGS)
+    head = err["loc"][:1]
+    parts = err["loc"][1:] if head and head[0] in SNAPSHOT_TAGS else err["loc"]
+    loc = ".".join(str(p) for p in parts)
     msg = str(err["msg"])
     value = err.get("input")
     if not isinstance(value, dict | list) and err["type"] != "missing":
@@ -453,6 +455,8 @@ def as_line_snapshot(value: Snapshot | Mapping[str, Any]) -> LineSnapshot:
 
 def as_jobshop_snapshot(value: Snapshot | Mapping[str, Any]) -> JobShopSnapshot:
     """``value`` as a job-shop snapshot (see :func:`as_snapshot`)."""
+    if isinstance(value, Mapping) and value.get("kind") != "jobshop":
+        raise PolicyError(f"snapshot.kind: expected 'jobshop', got {value.get('kind')!r}")
     snap = as_snapshot(value)
     if not isinstance(snap, JobShopSnapshot):
         raise PolicyError("snapshot.kind: expected 'jobshop', got a line snapshot")

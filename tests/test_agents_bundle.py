@@ -212,7 +212,7 @@ from taktline.envs.jobshop import JobShopState, load_bundled
 from taktline.envs.encoding_jobshop import jobshop_snapshot
 d = p.decide(jobshop_snapshot(JobShopState(load_bundled("ft06"))))
 heavy = sorted(m for m in ("stable_baselines3", "sb3_contrib", "ray", "mlflow") if m in sys.modules)
-print("HEAVY", heavy, a.tolist(), d["kind"])
+print("HEAVY", heavy, a.tolist(), d.kind)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -18,7 +18,6 @@ from taktline.envs.encoding import (
     infer_env_id,
     make_codec,
 )
-from taktline.envs.env_line import apply_decision
 from taktline.envs.priorities import DISPATCH_RULES, rule_choice
 from taktline.envs.snapshot import as_line_snapshot, pending_dispatch
 from taktline.errors import InfeasibleActionError, PolicyError
@@ -77,7 +76,7 @@ def test_line_decode_names_what_the_env_does(case: tuple[str, dict[str, Any]]) -
         a = int(rng.choice(np.flatnonzero(env.action_masks())))
         decision = codec.decode(other.snapshot(), a)
         assert decision.kind == ("release" if env_id == RELEASE else "dispatch")
-        apply_decision(other.twin, decision)
+        other.twin.apply(decision)
         other.twin.run_until_decision(other.horizon)
         _, _, term, trunc, _ = env.step(a)
         assert env.snapshot() == other.twin.snapshot()
