@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from taktline.envs.control import JobView
+from taktline.envs.control import JobView, release_under_cap
 from taktline.envs.priorities import DISPATCH_RULES, KeyFn, best_index, priorities, rule_key
 from taktline.errors import PolicyError
 
@@ -99,7 +99,7 @@ class ConwipRelease:
             raise PolicyError(f"CONWIP: wip_cap must be >= 1, got {self.wip_cap}")
 
     def release(self, pool_size: int, wip: int, now: float) -> int:
-        return max(0, min(pool_size, self.wip_cap - wip))
+        return release_under_cap(pool_size, wip, self.wip_cap)
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,13 @@ class ReleaseController(Protocol):
     def release(self, pool_size: int, wip: int, now: float) -> int:
         """Return how many of the ``pool_size`` waiting orders to release now (0..pool_size)."""
         ...
+
+
+def release_under_cap(pool_size: int, wip: int, wip_cap: int) -> int:
+    """How many of ``pool_size`` waiting orders enter a line holding ``wip`` jobs under a WIP cap
+    of ``wip_cap`` (CONWIP's rule, and the release env's ``wip_cap`` actions).
+
+    >>> release_under_cap(pool_size=5, wip=7, wip_cap=10), release_under_cap(2, 7, 10)
+    (3, 2)
+    """
+    return max(0, min(pool_size, wip_cap - wip))

@@ -26,13 +26,14 @@ processing time of an order, ``ws`` four times its machine count):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
+from taktline.envs.control import JobView
 from taktline.envs.decision import Decision
 from taktline.envs.priorities import DISPATCH_RULES, rule_choice, rule_key
 from taktline.envs.snapshot import (
@@ -322,31 +323,67 @@ class LineDispatchCodec(LineCodecBase):
         snap = as_line_snapshot(snapshot)
         station, machine = pending_dispatch(snap)
         queue = station.queue
+        return self._decision(
+            station.name,
+            machine.id,
+            len(queue),
+            lambda k: queue[k].id,
+            lambda: (line_candidates(snap), snap.time, machine.family),
+            action,
+        )
+
+    def decode_twin(self, twin: Twin, action: int) -> Decision:
+        """``decode(twin.snapshot(), action)`` without building the snapshot (the envs' step).
+
+        The same decision function reads the twin's pending request instead of the snapshot's
+        (the twin's jobs show a rule what a snapshot's candidates show it; a test checks both
+        decodes agree at every step).
+        """
+        req = twin.pending
+        if req is None or req.kind != "dispatch":
+            want = "nothing" if req is None else f"a {req.kind} decision"
+            raise PolicyError(f"the twin waits for {want}, not a dispatch decision")
+        jobs = twin.stations[req.station].buffer
+        machine = twin.machines[req.machine]
+        return self._decision(
+            twin.stations[req.station].name,
+            machine.name,
+            len(jobs),
+            lambda k: f"J-{jobs[k].id}",
+            lambda: (jobs, twin.now, machine.last_family),
+            action,
+        )
+
+    def _decision(
+        self,
+        station: str,
+        machine: str,
+        n_waiting: int,
+        job_id: Callable[[int], str],
+        ranked: Callable[[], tuple[Sequence[JobView], float, str | None]],
+        action: int,
+    ) -> Decision:
         a = int(action)
         if self.action_mode == "job":
-            n = min(len(queue), self.max_queue)
+            n = min(n_waiting, self.max_queue)
             if not 0 <= a < n:
                 raise InfeasibleActionError(
-                    f"action {a}: slot {a} holds no waiting job at station {station.name!r}"
-                    f" ({len(queue)} waiting, {n} selectable); choose an action in 0..{n - 1}"
+                    f"action {a}: slot {a} holds no waiting job at station {station!r}"
+                    f" ({n_waiting} waiting, {n} selectable); choose an action in 0..{n - 1}"
                     " (see the action mask)"
                 )
-            return Decision(
-                kind="dispatch", station=station.name, machine=machine.id, job=queue[a].id
+            return Decision.model_construct(
+                kind="dispatch", station=station, machine=machine, job=job_id(a)
             )
         if not 0 <= a < len(self.rules):
             raise InfeasibleActionError(
                 f"action {a}: expected a rule index in 0..{len(self.rules) - 1} "
                 f"({', '.join(self.rules)})"
             )
-        if not queue:
-            raise InfeasibleActionError(f"action {a}: no job waits at station {station.name!r}")
-        cands = line_candidates(snap)
-        k = rule_choice(self.rules[a], cands, snap.time, machine.family)
-        return Decision(
-            kind="dispatch",
-            station=station.name,
-            machine=machine.id,
-            job=cands[k].name,
-            rule=self.rules[a],
+        if not n_waiting:
+            raise InfeasibleActionError(f"action {a}: no job waits at station {station!r}")
+        cands, now, family = ranked()
+        k = rule_choice(self.rules[a], cands, now, family)
+        return Decision.model_construct(
+            kind="dispatch", station=station, machine=machine, job=job_id(k), rule=self.rules[a]
         )

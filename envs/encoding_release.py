@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from taktline.envs.control import release_under_cap
 from taktline.envs.decision import Decision
 from taktline.envs.encoding_line import CLIP, LineCodecBase, LineView
 from taktline.envs.snapshot import LineSnapshot, as_line_snapshot
@@ -112,8 +113,14 @@ class LineReleaseCodec(LineCodecBase):
             InfeasibleActionError: for an action the mask forbids.
         """
         snap = as_line_snapshot(snapshot)
+        return self._decision(len(snap.pool), snap.wip, action)
+
+    def decode_twin(self, twin: Twin, action: int) -> Decision:
+        """``decode(twin.snapshot(), action)`` without building the snapshot (the envs' step)."""
+        return self._decision(len(twin.pool), twin.wip, action)
+
+    def _decision(self, pool: int, wip: int, action: int) -> Decision:
         a = int(action)
-        pool = len(snap.pool)
         if not 0 <= a <= self.max_release:
             raise InfeasibleActionError(
                 f"action {a}: expected 0..{self.max_release} ({self.action_mode})"
@@ -124,5 +131,7 @@ class LineReleaseCodec(LineCodecBase):
                     f"action {a}: cannot release {a} orders, only {pool} wait in the pool;"
                     f" choose 0..{min(pool, self.max_release)}"
                 )
-            return Decision(kind="release", count=a)
-        return Decision(kind="release", count=max(0, min(pool, a - snap.wip)), wip_cap=a)
+            return Decision.model_construct(kind="release", count=a)
+        return Decision.model_construct(
+            kind="release", count=release_under_cap(pool, wip, a), wip_cap=a
+        )

@@ -271,3 +271,24 @@ def test_due_and_release_dates_reach_the_observation_and_the_kpis() -> None:
     assert last["kpis"]["mean_flow_time"] == pytest.approx(
         sum(c - r for c, r in zip(ready, inst.release_dates, strict=True)) / 6
     )
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] != JOBSHOP], ids=case_id)
+def test_the_envs_decode_on_the_twin_is_decode_of_the_snapshot(
+    case: tuple[str, dict[str, Any]],
+) -> None:
+    """The envs step by ``twin.apply(codec.decode_twin(twin, a))``: the same decision function
+    reading the twin's request; it must equal ``decode(snapshot, a)`` for every feasible action."""
+    env: Any = make(case).unwrapped
+    env.reset(seed=4)
+    rng = np.random.default_rng(2)
+    steps = 0
+    while True:
+        snap = env.snapshot()
+        for a in np.flatnonzero(env.action_masks()):
+            assert env.codec.decode_twin(env.twin, int(a)) == env.codec.decode(snap, int(a))
+        _, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        steps += 1
+        if term or trunc or steps >= 60:
+            break
+    assert steps > 3
