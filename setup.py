@@ -18,6 +18,8 @@ from pathlib import Path
 
 from setuptools import setup
 
+# the modules of taktline.envs compiled: the event engine (kernel and state)
+COMPILED = ("twin",)
 ext_modules = []
 # metadata-only invocations (pip asks for them first) need no extension: skip the mypyc pass
 metadata_only = any(a in sys.argv for a in ("egg_info", "dist_info", "sdist"))
@@ -32,11 +34,16 @@ if os.environ.get("TAKTLINE_COMPILE") == "1" and not metadata_only:
     for src, dst in (("core", "taktline"), ("envs", "taktline/envs")):
         for f in Path(src).glob("*.py"):
             shutil.copy2(f, stage / dst / f.name)
+    # mypyc needs the compiled modules type-correct; the modules they import are only read for
+    # their types (``make test`` runs mypy on all of them), so their errors do not stop the build
     (stage / "mypy.ini").write_text(
         "[mypy]\nplugins = pydantic.mypy\nignore_missing_imports = True\n"
+        "[mypy-taktline.*]\nignore_errors = True\n"
+        + "".join(f"[mypy-taktline.envs.{m}]\nignore_errors = False\n" for m in COMPILED)
     )
     ext_modules = mypycify(
-        ["--config-file", str(stage / "mypy.ini"), str(stage / "taktline" / "envs" / "twin.py")],
+        ["--config-file", str(stage / "mypy.ini")]
+        + [str(stage / "taktline" / "envs" / f"{m}.py") for m in COMPILED],
         opt_level="3",
     )
 

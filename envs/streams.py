@@ -114,43 +114,50 @@ class StreamMap:
             (drawn numbers a sampler holds are dropped: everything after comes from them).
     """
 
-    __slots__ = ("_fresh", "_map", "_seed", "streams")
+    __slots__ = ("_fresh", "_map", "_seed", "_streams")
 
     def __init__(self, streams: list[Any], seed: int | None) -> None:
         self._seed = seed
         self._fresh = seed is not None
+        self._streams = streams
         self._map: dict[int, np.random.Generator] = {}
-        if seed is None:
-            self.streams = [self.stream(g) for g in streams]
-        else:
-            self.streams = [
-                cast(np.random.Generator, Stream(seed=seed, index=i)) for i in range(len(streams))
-            ]
-            self._map = {id(old): new for old, new in zip(streams, self.streams, strict=True)}
+        if seed is not None:
+            self._map = {
+                id(old): cast(np.random.Generator, Stream(seed=seed, index=i))
+                for i, old in enumerate(streams)
+            }
+
+    def streams(self) -> list[np.random.Generator]:
+        """The fork's streams, in the twin's order (call it after mapping the samplers). A
+        stream that no sampler draws from stays shared: nothing ever draws from it."""
+        get = self._map.get
+        return [get(id(g), g) for g in self._streams]
 
     def stream(self, rng: Any) -> np.random.Generator:
         """The fork's copy of the twin's stream ``rng``."""
         key = id(rng)
-        new = self._map.get(key)
-        if new is None:
-            if self._fresh:  # a stream made after the twin's spawn (a restore's): one more
-                new = Stream(seed=self._seed, index=len(self._map))
-            elif isinstance(rng, Stream):
-                new = rng.fork()
-            else:  # a bare generator (not made by the twin): copied now
-                new = Stream(copy_generator(rng))
-            self._map[key] = new = cast(np.random.Generator, new)
-        return new
+        got = self._map.get(key)
+        if got is not None:
+            return got
+        if self._fresh:  # a stream made after the twin's spawn (a restore's): one more
+            new = Stream(seed=self._seed, index=len(self._map))
+        elif isinstance(rng, Stream):
+            new = rng.fork()
+        else:  # a bare generator (not made by the twin): copied now
+            new = Stream(copy_generator(rng))
+        self._map[key] = got = cast(np.random.Generator, new)
+        return got
 
     def sampler(self, s: Sampler) -> Sampler:
         """The fork's copy of sampler ``s``: the same distribution, drawing from the fork's
         stream; it keeps the numbers ``s`` holds unless the streams are fresh."""
         if s._const is not None:
             return s  # a constant never draws: nothing to copy
+        rng = self._map.get(id(s._rng))
         new = Sampler.__new__(Sampler)
         new._dist = s._dist
         new._const = None
-        new._rng = self.stream(s._rng)
+        new._rng = self.stream(s._rng) if rng is None else rng
         # a sampler replaces its block when it runs out, never edits it: the list is shared
         new._buf = [] if self._fresh else s._buf
         new._i = 0 if self._fresh else s._i

@@ -248,3 +248,34 @@ def test_apply_refuses_a_release_without_a_count_or_below_zero() -> None:
         twin.apply({"kind": "release"})
     with pytest.raises(InfeasibleActionError, match="count must be >= 0"):
         twin.apply({"kind": "release", "count": -1})
+
+
+def test_inline_fifo_breaks_a_tie_at_the_head_of_a_queue_as_the_rule_does() -> None:
+    """J-1 and J-0 enter c at t=3 in that order (a's start was scheduled first); FIFO's
+    tie-break (earliest entry, then lowest id) starts J-0 first, inline as when asked."""
+    spec = _orders_spec(
+        [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        [
+            {
+                "name": "P",
+                "routing": [
+                    {"station": "b", "processing_time": 3},
+                    {"station": "c", "processing_time": 1},
+                ],
+            },
+            {
+                "name": "Q",
+                "routing": [
+                    {"station": "a", "processing_time": 3},
+                    {"station": "c", "processing_time": 1},
+                ],
+            },
+            {"name": "R", "routing": [{"station": "c", "processing_time": 10}]},
+        ],
+        [{"product": p, "release_time": 0.0} for p in ("P", "Q", "R")],
+    )
+    twin = _run(spec, "FIFO")
+    at_c = [e["job"] for e in twin.events() if e["event"] == "start" and e["station"] == "c"]
+    assert at_c == ["J-2", "J-0", "J-1"]
+    queued = [j for j in twin.log or () if j[1] == "finish" and j[0] == 3.0]
+    assert [j[2] for j in queued] == [1, 0]  # premise: J-1 entered c's queue first

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taktline.agents.rules import DISPATCH_RULES, get_rule
+from taktline.envs.priorities import rule_choice
 from taktline.envs.spec import parse_spec
 from taktline.envs.twin import BLOCKED, Twin
 
@@ -146,3 +147,39 @@ def test_engine_invariants_hold_on_random_lines(data: dict[str, Any], rule: str,
         assert on_machine.get(job) in (None, machine), (e, on_machine.get(job))
         holding[machine] = (job, kind if kind == "setup" else "busy")
         on_machine[job] = machine
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=line_specs(), rule=st.sampled_from(DISPATCH_RULES), seed=st.integers(0, 2**16))
+def test_a_rule_inline_decides_as_the_rule_asked_at_every_decision(
+    data: dict[str, Any], rule: str, seed: int
+) -> None:
+    """The kernel's own shortcuts (FIFO at a buffer's head) never change a rule's choice:
+    inline it runs exactly as a twin that asks for every decision and answers with the rule."""
+    spec = parse_spec(data)
+    inline = Twin(spec, seed, get_rule(rule), log_events=True)
+    inline.run(until=150.0)
+    asked = Twin(spec, seed, log_events=True)
+    while (req := asked.run_until_decision(150.0)) is not None:
+        family = asked.machines[req.machine].last_family
+        asked.dispatch(rule_choice(rule, req.candidates, asked.now, family))
+    assert asked.log == inline.log
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=line_specs(), seed=st.integers(0, 2**16), k=st.integers(0, 30))
+def test_a_fork_continues_bit_identically_on_random_lines(
+    data: dict[str, Any], seed: int, k: int
+) -> None:
+    spec = parse_spec(data)
+    twin = Twin(spec, seed, log_events=True)
+    for _ in range(k):
+        if twin.run_until_decision(150.0) is None:
+            break
+        twin.dispatch(len(twin.pending.candidates) - 1)  # type: ignore[union-attr]
+    fork = twin.fork()
+    for t in (twin, fork):
+        while (req := t.run_until_decision(150.0)) is not None:
+            t.dispatch(rule_choice("SPT", req.candidates, t.now, None))
+    assert fork.log == twin.log
+    assert fork.kpis() == twin.kpis()
