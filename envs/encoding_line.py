@@ -139,7 +139,27 @@ class LineCodecBase:
             return {"observations": obs, "action_mask": mask.astype(np.float32)}
         return obs
 
-    # -- views -------------------------------------------------------------------------
+    # -- encode: a view of the snapshot (or of the twin, the envs' path), then features ----
+    def view(self, snapshot: LineSnapshot | Mapping[str, Any]) -> LineView:
+        """The numbers of ``snapshot`` the codec reads."""
+        raise NotImplementedError
+
+    def twin_view(self, twin: Twin) -> LineView:
+        """The same numbers read straight from a twin (the environment's fast path)."""
+        raise NotImplementedError
+
+    def features(self, v: LineView) -> tuple[np.ndarray, np.ndarray]:
+        """Observation and mask of a view."""
+        raise NotImplementedError
+
+    def encode(self, snapshot: LineSnapshot | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Observation (float32) and action mask (bool) of a line snapshot."""
+        return self.features(self.view(snapshot))
+
+    def encode_twin(self, twin: Twin) -> tuple[np.ndarray, np.ndarray]:
+        """Same as ``encode(twin.snapshot())``, without building the snapshot."""
+        return self.features(self.twin_view(twin))
+
     def _check_stations(self, snapshot: LineSnapshot) -> list[StationRecord]:
         names = [s.name for s in snapshot.stations]
         if names != self.station_names:
@@ -304,14 +324,6 @@ class LineDispatchCodec(LineCodecBase):
         else:
             mask = np.full(len(self.rules), bool(v.queue), dtype=bool)
         return self._finish(feats), mask
-
-    def encode(self, snapshot: LineSnapshot | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Observation (float32) and action mask (bool) of a line snapshot."""
-        return self.features(self.view(snapshot))
-
-    def encode_twin(self, twin: Twin) -> tuple[np.ndarray, np.ndarray]:
-        """Same as ``encode(twin.snapshot())``, without building the snapshot."""
-        return self.features(self.twin_view(twin))
 
     # -- decode ------------------------------------------------------------------------
     def decode(self, snapshot: LineSnapshot | Mapping[str, Any], action: int) -> Decision:

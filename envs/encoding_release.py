@@ -98,14 +98,6 @@ class LineReleaseCodec(LineCodecBase):
             mask = np.ones(self.max_release + 1, dtype=bool)
         return self._finish(feats), mask
 
-    def encode(self, snapshot: LineSnapshot | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Observation (float32) and action mask (bool) of a line snapshot."""
-        return self.features(self.view(snapshot))
-
-    def encode_twin(self, twin: Twin) -> tuple[np.ndarray, np.ndarray]:
-        """Same as ``encode(twin.snapshot())``, without building the snapshot."""
-        return self.features(self.twin_view(twin))
-
     def decode(self, snapshot: LineSnapshot | Mapping[str, Any], action: int) -> Decision:
         """The release decision an action means on ``snapshot``.
 
