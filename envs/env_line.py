@@ -26,7 +26,7 @@ import numpy as np
 from taktline.envs.encoding import resolve_line
 from taktline.envs.encoding_line import LineDispatchCodec
 from taktline.envs.encoding_release import LineReleaseCodec
-from taktline.envs.priorities import DISPATCH_RULES, RuleDispatcher, rule_choice
+from taktline.envs.priorities import DISPATCH_RULES, RuleDispatcher
 from taktline.envs.spaces import MaskedDiscrete, resolve_action
 from taktline.envs.spec import LineSpec, OrderList
 from taktline.envs.twin import Twin
@@ -70,11 +70,8 @@ class _LineEnv(gym.Env[Any, np.int64]):
         self._over = True
         self.decision_count = 0
 
-    # -- subclass hooks ----------------------------------------------------------------
+    # -- subclass hook -----------------------------------------------------------------
     def _make_twin(self, seed: int) -> Twin:
-        raise NotImplementedError
-
-    def _apply(self, twin: Twin, action: int) -> None:
         raise NotImplementedError
 
     # -- the Gymnasium API -------------------------------------------------------------
@@ -102,7 +99,9 @@ class _LineEnv(gym.Env[Any, np.int64]):
             # the codec words the error on the same data a served policy would see
             self.codec.decode(twin.snapshot(), int(action))
             raise InfeasibleActionError(f"action {action}: masked out")  # pragma: no cover
-        self._apply(twin, a)
+        # the one path of a decision, as in serving: decode, then apply (decoded on the twin:
+        # building a snapshot per step would cost more than the rest of the step)
+        twin.apply(self.codec.decode_twin(twin, a))
         req = twin.run_until_decision(self.horizon)
         reward = self._reward(twin)
         info: dict[str, Any] = {}
@@ -188,15 +187,6 @@ class LineDispatchEnv(_LineEnv):
     def _make_twin(self, seed: int) -> Twin:
         return Twin(self.spec_line, seed, warmup=self.warmup)
 
-    def _apply(self, twin: Twin, action: int) -> None:
-        req = twin.pending
-        assert req is not None and req.kind == "dispatch"
-        if self.codec.action_mode == "job":
-            twin.dispatch(action)
-            return
-        family = twin.machines[req.machine].last_family
-        twin.dispatch(rule_choice(self.codec.rules[action], req.candidates, twin.now, family))
-
 
 class LineReleaseEnv(_LineEnv):
     """Order release (WIP control): every ``review_period``, how many orders enter the line?
@@ -249,9 +239,3 @@ class LineReleaseEnv(_LineEnv):
             external_release=True,
             review_period=self.review_period,
         )
-
-    def _apply(self, twin: Twin, action: int) -> None:
-        if self.codec.action_mode == "count":
-            twin.release(action)
-        else:
-            twin.release(max(0, min(len(twin.pool), action - twin.wip)))

@@ -33,6 +33,7 @@ from mypy_extensions import mypyc_attr
 from pydantic import ValidationError
 
 from taktline.envs.control import DispatchController, ReleaseController
+from taktline.envs.decision import Decision
 from taktline.envs.distributions import Sampler
 from taktline.envs.kpis import Kpis
 from taktline.envs.meter import Meter
@@ -48,7 +49,6 @@ from taktline.envs.streams import StreamMap, spawn_streams
 from taktline.errors import InfeasibleActionError, PolicyError
 
 if TYPE_CHECKING:
-    from taktline.envs.decision import Decision
     from taktline.envs.snapshot import LineSnapshot
 
 # event kinds (the order breaks no ties: equal times are served first-scheduled first)
@@ -811,8 +811,6 @@ class Twin:
                 station or machine, no count) or is no valid decision.
             InfeasibleActionError: when the named job is not waiting there, or the count < 0.
         """
-        from taktline.envs.decision import Decision
-
         if not isinstance(decision, Decision):
             try:
                 decision = Decision.model_validate(decision)
