@@ -36,7 +36,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -45,9 +45,6 @@ import torch
 from taktline.agents.networks import NumpyMLP, build_network
 from taktline.agents.spaces import space_from_json, space_to_json
 from taktline.errors import PolicyError
-
-if TYPE_CHECKING:
-    from taktline.agents.policies import Policy
 
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
@@ -414,13 +411,3 @@ def make_lineage(**fields: Any) -> dict[str, Any]:
     }
     out.update(fields)
     return out
-
-
-def load_policy(ref: str, **kwargs: Any) -> Policy:
-    """A policy from a bundle path, an MLflow model URI or a rule name.
-
-    See :func:`taktline.agents.policies.load_policy` (this is the same function).
-    """
-    from taktline.agents.policies import load_policy as _load
-
-    return _load(ref, **kwargs)

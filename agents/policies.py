@@ -136,6 +136,8 @@ class NeuralPolicy(Policy):
         return self.bundle.act(obs, mask, deterministic, rng or self.rng)
 
     def _one(self, obs: Any, mask: np.ndarray, deterministic: bool) -> int:
+        if deterministic and isinstance(obs, np.ndarray):
+            return self.bundle.act_one(obs, np.asarray(mask, dtype=bool))  # the one-row fast path
         o = (
             {k: np.asarray(v)[None] for k, v in obs.items()}
             if isinstance(obs, dict)
@@ -204,12 +206,22 @@ class NeuralPolicy(Policy):
         return self._codecs[key]
 
     def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
+        return self.decide_action(snapshot)[1]
+
+    def decide_action(self, snapshot: Snapshot | Mapping[str, Any]) -> tuple[int, Decision]:
+        """``encode -> act -> decode``: the action the network takes on ``snapshot`` and the
+        decision it means (serving reports both; :meth:`decide` is its second half).
+
+        Raises:
+            PolicyError: when the snapshot cannot be encoded for this policy or its mask allows
+                no action.
+        """
         snap = as_snapshot(snapshot)
         codec = self._codec(snap)
         obs, mask = codec.encode(snap)
         a = self._one(obs, mask, self.deterministic)
         decision: Decision = codec.decode(snap, a)
-        return decision
+        return a, decision
 
 
 # ---- rules -----------------------------------------------------------------------------------
@@ -417,9 +429,10 @@ def load_bundle(ref: str) -> PolicyBundle:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet CLIs
         import mlflow
 
-        version = None
-        if ref.startswith("models:/"):
-            version = _registry_version(ref)
+        from taktline.agents.registry import parse_models_uri, registry_version
+
+        parsed = parse_models_uri(ref) if ref.startswith("models:/") else None
+        version = registry_version(*parsed) if parsed else None
         dst = tempfile.mkdtemp(prefix="taktline-policy-")
         local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=dst)
         bundle = PolicyBundle.load(find_bundle(Path(local)))
@@ -433,17 +446,6 @@ def load_bundle(ref: str) -> PolicyBundle:
             "CONWIP(10), ...) or cpsat"
         )
     return PolicyBundle.load(find_bundle(path))
-
-
-def _registry_version(ref: str) -> str | None:
-    from mlflow.tracking import MlflowClient
-
-    body = ref[len("models:/") :]
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    name, _, tail = body.partition("/")
-    return tail if tail.isdigit() else None
 
 
 def load_policy(ref: str, seed: int = 0) -> Policy:

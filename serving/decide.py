@@ -28,7 +28,7 @@ from taktline.agents.policies import RulePolicy
 from taktline.envs.encoding import JOBSHOP_ID, Codec
 from taktline.envs.snapshot import JobShopSnapshot, LineSnapshot, Snapshot, pending_dispatch
 from taktline.envs.spec import LineSpec
-from taktline.errors import TaktlineError
+from taktline.errors import InfeasibleActionError, TaktlineError
 from taktline.serving.metrics import ServingMetrics
 from taktline.serving.schemas import (
     ActRequest,
@@ -85,7 +85,8 @@ def rule_label(snapshot: Snapshot, config: ServedPolicy, rule: str | None = None
 
 
 def policy_decision(loaded: LoadedPolicy, snapshot: Snapshot) -> PolicyAnswer:
-    """``encode -> act -> decode`` (blocking; the caller bounds its time).
+    """The policy's own decide path, :meth:`NeuralPolicy.decide_action` (``encode -> act ->
+    decode``), or the rule's (blocking; the caller bounds its time).
 
     Raises:
         PolicyUnusable: with the reason the fallback will report.
@@ -108,17 +109,14 @@ def policy_decision(loaded: LoadedPolicy, snapshot: Snapshot) -> PolicyAnswer:
             f"spec_hash: policy trained on {expected!r}, snapshot is {snapshot.spec_hash!r}",
         )
     _check_padding(codec, snapshot)
+    assert loaded.policy is not None  # a network policy always has one (ModelStore._load)
     try:
-        obs, mask = codec.encode(snapshot)
+        action, decision = loaded.policy.decide_action(snapshot)
+    except InfeasibleActionError as exc:  # decode refused the action: the mask was not kept
+        raise PolicyUnusable("masked_action", str(exc)) from exc
     except (TaktlineError, ValueError, KeyError, IndexError) as exc:
         raise PolicyUnusable("out_of_range", f"{type(exc).__name__}: {exc}") from exc
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        raise PolicyUnusable("out_of_range", "the encoded mask allows no action")
-    action = bundle.act_one(obs, mask)
-    if not (0 <= action < mask.shape[0] and mask[action]):
-        raise PolicyUnusable("masked_action", f"policy chose masked action {action}")
-    return PolicyAnswer(action, codec.decode(snapshot, action), loaded.version)
+    return PolicyAnswer(action, decision, loaded.version)
 
 
 def _check_padding(codec: Codec, snapshot: Snapshot) -> None:

@@ -37,12 +37,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taktline.agents.registry import parse_models_uri
 from taktline.agents.rules import get_release_rule, get_rule
 from taktline.errors import PolicyError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[A-Za-z0-9_-]+)$")
-_MODELS_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _RULE_PREFIX = "rule:"
 LOCAL_ENVS = ("local",)
 """Environments where authentication is off by default (only a developer's own machine)."""
@@ -73,7 +72,7 @@ class ServedPolicy(BaseModel):
             except PolicyError as exc:
                 raise ValueError(f"{ref!r}: {exc}") from None
         if ref.startswith("models:/"):
-            if not (_MODELS_URI.match(ref) or _MODELS_VERSION_URI.match(ref)):
+            if parse_models_uri(ref) is None:
                 raise ValueError(
                     f"expected models:/NAME@ALIAS or models:/NAME/VERSION, got {ref!r}"
                 )
@@ -108,13 +107,7 @@ class ServedPolicy(BaseModel):
     @property
     def registry(self) -> tuple[str, str | None, str | None] | None:
         """``(model name, alias, version)`` for a ``models:/`` reference, else ``None``."""
-        m = _MODELS_URI.match(self.ref)
-        if m:
-            return m["name"], m["alias"], None
-        m = _MODELS_VERSION_URI.match(self.ref)
-        if m:
-            return m["name"], None, m["version"]
-        return None
+        return parse_models_uri(self.ref)
 
 
 class Settings(BaseSettings):

@@ -41,11 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from taktline.agents.registry import RegistryEntryMissing, registry_version
 from taktline.errors import PolicyError
 from taktline.serving.settings import ServedPolicy, Settings
 
 if TYPE_CHECKING:
     from taktline.agents.bundle import PolicyBundle
+    from taktline.agents.policies import NeuralPolicy
     from taktline.envs.encoding import Codec
 
 log = logging.getLogger("taktline.serving")
@@ -75,6 +77,9 @@ class LoadedPolicy:
     rule: str | None = None
     """The dispatching rule served as the policy (``rule:NAME``); it has no observation
     interface (no ``/act``)."""
+    policy: NeuralPolicy | None = None
+    """A network policy's :class:`~taktline.agents.policies.NeuralPolicy`: its ``decide`` is
+    the decide path of evaluation, the CLI and serving alike."""
 
     @property
     def network(self) -> tuple[PolicyBundle, Codec]:
@@ -134,10 +139,6 @@ class ReloadResult:
     in_progress: bool = False
     """A reload was already running (or outlived the deadline): nothing was done now, and the
     version shown keeps serving until that reload ends."""
-
-
-class AliasGone(PolicyError):
-    """The registry answered that the alias (or pinned version) does not exist."""
 
 
 def load_bundle_dir(path: Path) -> PolicyBundle:
@@ -258,7 +259,7 @@ class ModelStore:
         previous = old.version if old else None
         try:
             new = self._load(name, config, old)
-        except AliasGone as exc:  # the registry says it is gone: stop serving it
+        except RegistryEntryMissing as exc:  # the registry says it is gone: stop serving it
             self._current.pop(name, None)
             self._drop_pointer(name)
             self.errors[name] = f"{type(exc).__name__}: {exc}"
@@ -291,8 +292,8 @@ class ModelStore:
             return self._wrap(name, config, bundle, version, "path")
         model_name, alias, pinned = registry
         try:
-            version = self._resolve(model_name, alias, pinned)
-        except AliasGone:
+            version = registry_version(model_name, alias, pinned)
+        except RegistryEntryMissing:
             raise
         except Exception as exc:
             if old is not None:
@@ -325,49 +326,16 @@ class ModelStore:
     ) -> LoadedPolicy:
         if getattr(bundle.action_space, "n", None) is None:
             raise PolicyError(f"policy {name!r}: serving needs a Discrete action space")
+        from taktline.agents.policies import NeuralPolicy
         from taktline.envs.encoding import make_codec
 
         codec = make_codec(bundle.env_id, bundle.env_kwargs)
-        return LoadedPolicy(name, config, version, source, bundle, codec, alias, model_name)
+        policy = NeuralPolicy(bundle, name=f"{name}@{version}")
+        return LoadedPolicy(
+            name, config, version, source, bundle, codec, alias, model_name, policy=policy
+        )
 
-    # ---- registry and cache ------------------------------------------------------------
-    @staticmethod
-    def _resolve(model_name: str, alias: str | None, pinned: str | None) -> str:
-        """The version the reference names now.
-
-        Raises:
-            AliasGone: the registry answered that the model, alias or version does not exist.
-            Exception: the registry could not be asked (unreachable, timed out, an error).
-        """
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient()
-        ref = f"models:/{model_name}/{pinned}" if pinned else f"models:/{model_name}@{alias}"
-        gone = AliasGone(f"the registry has no {ref} (deleted?)")
-        if pinned:
-            try:
-                return str(client.get_model_version(model_name, pinned).version)
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    raise gone from exc
-                raise
-        try:
-            return str(client.get_model_version_by_alias(model_name, alias or "").version)
-        except MlflowException as exc:
-            # a missing alias is INVALID_PARAMETER_VALUE: confirm with the model's aliases
-            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise
-            try:
-                model = client.get_registered_model(model_name)
-            except MlflowException as again:
-                if again.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    raise gone from exc
-                raise exc from again
-            if alias not in (getattr(model, "aliases", None) or {}):
-                raise gone from exc
-            raise
-
+    # ---- cache ---------------------------------------------------------------------------
     def _load_cached(self, name: str, path: Path, what: str) -> PolicyBundle:
         """The bundle in cache folder ``path``, verified (a failure names the folder)."""
         try:

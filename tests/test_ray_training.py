@@ -155,11 +155,12 @@ except SystemExit as exc:
     assert not exc.code, exc.code
 
 # serving's path: the bundle from the registry, encode -> act -> decode with its codec
-from taktline.serving.store import load_bundle_dir, make_codec_for
+from taktline.envs.encoding import make_codec
+from taktline.serving.store import load_bundle_dir
 local = mlflow.artifacts.download_artifacts("models:/tiny-job/1")
 bundle = load_bundle_dir(Path(local))
 assert bundle.lineage["backend"] == "rllib", bundle.lineage
-codec = make_codec_for(bundle)
+codec = make_codec(bundle.env_id, bundle.env_kwargs)
 env = gym.make("{ENV_ID}", **{TINY_ENV!r})
 env.reset(seed=3)
 for _ in range(25):
