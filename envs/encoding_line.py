@@ -175,7 +175,7 @@ class LineCodecBase:
         for s in stations:
             counts = [0, 0, 0, 0, 0]
             for m in s.machines:
-                counts[m.state.index] += 1
+                counts[m.state.code] += 1
             states.append(counts)
         return LineView(
             time=snapshot.time,
@@ -384,9 +384,7 @@ class LineDispatchCodec(LineCodecBase):
                     f" ({n_waiting} waiting, {n} selectable); choose an action in 0..{n - 1}"
                     " (see the action mask)"
                 )
-            return Decision.model_construct(
-                kind="dispatch", station=station, machine=machine, job=job_id(a)
-            )
+            return Decision(kind="dispatch", station=station, machine=machine, job=job_id(a))
         if not 0 <= a < len(self.rules):
             raise InfeasibleActionError(
                 f"action {a}: expected a rule index in 0..{len(self.rules) - 1} "
@@ -396,6 +394,6 @@ class LineDispatchCodec(LineCodecBase):
             raise InfeasibleActionError(f"action {a}: no job waits at station {station!r}")
         cands, now, family = ranked()
         k = rule_choice(self.rules[a], cands, now, family)
-        return Decision.model_construct(
+        return Decision(
             kind="dispatch", station=station, machine=machine, job=job_id(k), rule=self.rules[a]
         )

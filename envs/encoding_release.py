@@ -123,7 +123,5 @@ class LineReleaseCodec(LineCodecBase):
                     f"action {a}: cannot release {a} orders, only {pool} wait in the pool;"
                     f" choose 0..{min(pool, self.max_release)}"
                 )
-            return Decision.model_construct(kind="release", count=a)
-        return Decision.model_construct(
-            kind="release", count=release_under_cap(pool, wip, a), wip_cap=a
-        )
+            return Decision(kind="release", count=a)
+        return Decision(kind="release", count=release_under_cap(pool, wip, a), wip_cap=a)

@@ -255,7 +255,7 @@ class JobShopEnv(gym.Env[Any, np.int64]):
         # decode, then apply the decision, as a served policy's action would be
         # (decode raises the mask's error for an infeasible action, a = None)
         decision = self.codec.decode_state(state, int(action) if a is None else a)
-        self._unload(int(decision.job))
+        self._unload(int(decision.job or 0))  # a job-shop decision always names its job
         state.apply_decision(decision)
         if self.skip_forced:
             self._skip()

@@ -27,6 +27,7 @@ from taktline.envs.encoding import resolve_line
 from taktline.envs.encoding_line import LineDispatchCodec
 from taktline.envs.encoding_release import LineReleaseCodec
 from taktline.envs.priorities import DISPATCH_RULES, RuleDispatcher
+from taktline.envs.snapshot import LineSnapshot
 from taktline.envs.spaces import MaskedDiscrete, resolve_action
 from taktline.envs.spec import LineSpec, OrderList
 from taktline.envs.twin import Twin
@@ -117,8 +118,8 @@ class _LineEnv(gym.Env[Any, np.int64]):
         """The feasibility mask of the current decision (for sb3-contrib MaskablePPO)."""
         return self._mask.copy()
 
-    def snapshot(self) -> dict[str, Any]:
-        """The twin's snapshot now (plain data; ``encode`` of it is the observation)."""
+    def snapshot(self) -> LineSnapshot:
+        """The twin's snapshot now (``encode`` of it is the observation)."""
         if self.twin is None:
             raise gym.error.ResetNeeded("call reset() first")
         return self.twin.snapshot()

@@ -83,7 +83,7 @@ class Meter:
         window = max(now - twin.stats_start, 1e-12)
         stations: list[StationKpis] = []
         setups = 0
-        idle, setup, busy, blocked, down = (st.index for st in MachineState)
+        idle, setup, busy, blocked, down = (st.code for st in MachineState)
         for s in twin.stations:
             tot = [0.0] * len(MachineState)
             for m in s.machines:

@@ -174,7 +174,7 @@ def restore_twin(
         m.since = now - e
         m.state_time[m.state] = -e
     for s in twin.stations:
-        if s.buffer and any(m.state == MachineState.IDLE.index for m in s.machines):
+        if s.buffer and any(m.state == MachineState.IDLE.code for m in s.machines):
             twin._dirty |= s.bit
     twin._release_dirty = bool(twin.pool)
     return twin
@@ -369,7 +369,7 @@ def _restore_machine(
             m.ttf_left = ttf
         else:
             twin._schedule(now + ttf, FAIL, m.gid, m.token)
-    m.state = state.index
+    m.state = state.code
     if state == MachineState.BUSY:
         assert job is not None
         twin._begin_process(m, left(_step_time(twin, job)))
@@ -388,10 +388,10 @@ def _restore_machine(
         twin._schedule(now + left(fails.time_to_repair), REPAIR, m.gid, m.token)
         if here:
             assert job is not None
-            m.resume_state = MachineState.BUSY.index
+            m.resume_state = MachineState.BUSY.code
             m.remaining = _step_time(twin, job).sample_residual(rng)
         else:
-            m.resume_state = (MachineState.BLOCKED if done_here else MachineState.IDLE).index
+            m.resume_state = (MachineState.BLOCKED if done_here else MachineState.IDLE).code
     return state == MachineState.BLOCKED or (state == MachineState.DOWN and done_here)
 
 
@@ -416,5 +416,7 @@ def _schedule_orders(twin: Twin, snap: LineSnapshot, rng: np.random.Generator) -
     if isinstance(arr, RenewalArrivals) and snap.last_arrival is not None:
         gap = arr.interarrival_time.sample_remaining(rng, max(now - snap.last_arrival, 0.0))
     else:
-        gap = twin._ia()
+        ia = twin._ia
+        assert ia is not None  # a renewal arrival process has its sampler
+        gap = ia()
     twin._schedule(now + gap, ARRIVAL, -1, 0)

@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from taktline.envs.spec import LineSpec
     from taktline.envs.twin import Job, Twin
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final[Literal[1]] = 1
 """The version of the snapshot contract this code reads and writes."""
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -63,7 +63,7 @@ Version = Annotated[
 
 
 class MachineState(StrEnum):
-    """What a machine is doing; the order is the twin's integer state (``index``)."""
+    """What a machine is doing; the order is the twin's integer state (``code``)."""
 
     IDLE = "idle"
     SETUP = "setup"
@@ -72,7 +72,7 @@ class MachineState(StrEnum):
     DOWN = "down"
 
     @property
-    def index(self) -> int:
+    def code(self) -> int:
         """The twin's integer code of this state (0..4)."""
         return _STATE_ORDER.index(self)
 

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 # event kinds (the order breaks no ties: equal times are served first-scheduled first)
 ARRIVAL, FINISH, FAIL, REPAIR, REVIEW, WARMUP = range(6)
 # machine states: the integer codes of MachineState (its order)
-IDLE, SETUP, BUSY, BLOCKED, DOWN = (s.index for s in MachineState)
+IDLE, SETUP, BUSY, BLOCKED, DOWN = (s.code for s in MachineState)
 _INF = math.inf
 
 
@@ -465,7 +465,8 @@ class Twin:
         self.wip_since = now
         for m in self.machines:
             m.state_time = [0.0] * 5
-            m.since = now
+            # keep ``since`` (a snapshot's elapsed time stays exact): count only from now on
+            m.state_time[m.state] = m.since - now
         for s in self.stations:
             s.setups = 0
             s.wait_sum = 0.0

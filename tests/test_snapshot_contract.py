@@ -53,7 +53,7 @@ def test_twin_snapshots_round_trip_through_json_exactly(line: str) -> None:
 def test_machine_states_are_the_twin_states_in_order() -> None:
     twin_codes = [getattr(twin_module, s.name) for s in MachineState]
     assert twin_codes == list(range(5))
-    assert [MachineState.from_index(i).index for i in range(5)] == list(range(5))
+    assert [MachineState.from_index(i).code for i in range(5)] == list(range(5))
     assert STATE_NAMES == ("idle", "setup", "busy", "blocked", "down")
 
 

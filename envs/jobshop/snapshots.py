@@ -71,12 +71,12 @@ def jobshop_snapshot(state: JobShopState) -> JobShopSnapshot:
         schema_version=SCHEMA_VERSION,
         kind="jobshop",
         instance=inst.name,
-        scheme=state.scheme,
+        scheme="non-delay" if state.scheme == "non-delay" else "active",
         time=state.now,
         makespan=state.makespan,
         time_scale=inst.max_processing_time,
-        machines=list(machines),
-        jobs=list(jobs),
+        machines=[m for m in machines if m is not None],  # every record is filled above
+        jobs=[j for j in jobs if j is not None],
         decision=decision,
     )
 
