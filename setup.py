@@ -19,7 +19,7 @@ from pathlib import Path
 from setuptools import setup
 
 # the modules of taktline.envs compiled: the event engine (kernel and state)
-COMPILED = ("twin",)
+COMPILED = ("twin", "twin_state")
 ext_modules = []
 # metadata-only invocations (pip asks for them first) need no extension: skip the mypyc pass
 metadata_only = any(a in sys.argv for a in ("egg_info", "dist_info", "sdist"))

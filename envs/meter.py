@@ -22,7 +22,8 @@ from taktline.envs.snapshot import MachineState
 from taktline.envs.spec import HOURS_PER_UNIT, LineSpec
 
 if TYPE_CHECKING:
-    from taktline.envs.twin import Machine, Twin
+    from taktline.envs.twin import Twin
+    from taktline.envs.twin_state import Machine
 
 
 class Meter:

@@ -72,7 +72,8 @@ from taktline.envs.snapshot import (
     line_spec_problem,
 )
 from taktline.envs.spec import ClosedLoop, LineSpec, OrderList, RenewalArrivals, Station
-from taktline.envs.twin import ARRIVAL, FAIL, FINISH, REPAIR, REVIEW, Job, Machine, Twin
+from taktline.envs.twin import ARRIVAL, FAIL, FINISH, REPAIR, REVIEW, Twin
+from taktline.envs.twin_state import Job, Machine
 from taktline.errors import SpecError
 
 _RESTORE_STREAM = 0x5E570  # entropy word of the restore stream (apart from the twin's streams)

@@ -46,7 +46,8 @@ from taktline.errors import PolicyError
 
 if TYPE_CHECKING:
     from taktline.envs.spec import LineSpec
-    from taktline.envs.twin import Job, Twin
+    from taktline.envs.twin import Twin
+    from taktline.envs.twin_state import Job
 
 SCHEMA_VERSION: Final[Literal[1]] = 1
 """The version of the snapshot contract this code reads and writes."""

@@ -1,9 +1,9 @@
 """The compiled twin (mypyc, ``make install``) computes exactly what the Python source does.
 
-``setup.py`` compiles ``envs/twin.py`` when ``TAKTLINE_COMPILE=1``; the source ships beside the
-extension. These tests load that source as a second module and run both on the bundled lines:
-same event logs, KPIs and snapshots, and a compiled twin survives pickling mid-run (vector
-envs send twins to subprocesses).
+``setup.py`` compiles the engine, ``envs/twin.py`` (kernel) and ``envs/twin_state.py`` (state),
+when ``TAKTLINE_COMPILE=1``; the source ships beside the extensions. These tests load that source
+as a second engine and run both on the bundled lines: same event logs, KPIs and snapshots, and a
+compiled twin survives pickling mid-run (vector envs send twins to subprocesses).
 
 Where the installed twin is pure Python there is nothing to compare. With
 ``TAKTLINE_REQUIRE_COMPILED=1`` (``make test``, after ``make install`` compiled the twin) that
@@ -23,6 +23,7 @@ from types import ModuleType
 import pytest
 
 import taktline.envs.twin as installed
+import taktline.envs.twin_state as installed_state
 from taktline.agents.rules import get_release_rule, get_rule
 from taktline.envs.spec import load_spec
 
@@ -46,15 +47,27 @@ def require_compiled(installed_file: str | None, required: bool) -> None:
     pytest.skip(f"{where}: nothing to compare; make install compiles it")
 
 
-@pytest.fixture(scope="module")
-def source() -> ModuleType:
-    path = Path(installed.__file__ or "").with_name("twin.py")
-    spec = importlib.util.spec_from_file_location("taktline_twin_source", path)
+def _exec_source(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def source() -> ModuleType:
+    """The engine's Python source (kernel and state), beside the installed build: the source
+    kernel imports the source state, so no compiled class is shared between the two."""
+    folder = Path(installed.__file__ or "").parent
+    state = _exec_source("taktline_twin_state_source", folder / "twin_state.py")
+    compiled_state = sys.modules["taktline.envs.twin_state"]
+    sys.modules["taktline.envs.twin_state"] = state  # what the source kernel imports
+    try:
+        return _exec_source("taktline_twin_source", folder / "twin.py")
+    finally:
+        sys.modules["taktline.envs.twin_state"] = compiled_state
 
 
 def _run(module: ModuleType, line: str, seed: int, rule: str) -> object:
@@ -71,9 +84,12 @@ def test_compiled_and_source_twins_agree_event_by_event(
     source: ModuleType, line: str, rule: str
 ) -> None:
     require_compiled(installed.__file__, REQUIRE_COMPILED)
+    require_compiled(installed_state.__file__, REQUIRE_COMPILED)
     for seed in (0, 1):
         a, b = _run(installed, line, seed, rule), _run(source, line, seed, rule)
         assert type(a).__module__ != type(b).__module__  # two builds, not one twice
+        machines = a.machines[0], b.machines[0]  # type: ignore[attr-defined]
+        assert type(machines[0]).__module__ != type(machines[1]).__module__
         assert a.log and a.log == b.log  # type: ignore[attr-defined]
         assert a.kpis() == b.kpis()  # type: ignore[attr-defined]
         assert a.snapshot() == b.snapshot()  # type: ignore[attr-defined]

@@ -14,7 +14,8 @@ from taktline.envs.distributions import Sampler
 from taktline.envs.priorities import rule_choice
 from taktline.envs.spec import load_spec
 from taktline.envs.streams import Stream
-from taktline.envs.twin import Job, Machine, StationState, Twin
+from taktline.envs.twin import Twin
+from taktline.envs.twin_state import Job, Machine, StationState
 
 LINES = ("bodyshop", "machining", "serial5", "conwip_loop")
 UNTIL = 300.0
