@@ -157,6 +157,17 @@ SHARED = {
 STATE = (list, dict, deque, set, Job, Machine, StationState, Sampler, Stream)
 
 
+def _attributes(obj: Any) -> dict[str, Any]:
+    """An object's attributes: its ``__dict__``/``__slots__`` in Python, the attribute list mypyc
+    keeps (``__mypyc_attrs__``) on a compiled class."""
+    names = getattr(type(obj), "__mypyc_attrs__", None)
+    if names is None and not hasattr(obj, "__dict__"):
+        names = type(obj).__slots__
+    if names is None:
+        return dict(vars(obj))
+    return {n: getattr(obj, n) for n in names if n != "__dict__" and hasattr(obj, n)}
+
+
 def _mutable_parts(obj: Any, path: str) -> list[tuple[str, Any]]:
     """Every mutable object reachable from a twin's state, with where it sits."""
     out: list[tuple[str, Any]] = []
@@ -166,8 +177,7 @@ def _mutable_parts(obj: Any, path: str) -> list[tuple[str, Any]]:
         return [(path, obj)]
     if isinstance(obj, (Job, Machine, StationState)):
         out.append((path, obj))
-        for slot in type(obj).__slots__:
-            value = getattr(obj, slot, None)
+        for slot, value in _attributes(obj).items():
             if isinstance(value, STATE) and slot not in ("times",):
                 out += _mutable_parts(value, f"{path}.{slot}")
         return out
@@ -189,17 +199,15 @@ def test_a_fork_shares_no_mutable_state_with_its_original(line: str) -> None:
     """Checked on every attribute, so state added to the twin later is covered too."""
     twin = at_decision(line, seed=3, k=20)
     fork = twin.fork()
-    if not hasattr(twin, "__dict__"):
-        pytest.skip("compiled twin: attributes are not enumerable")
     theirs = {
         id(obj)
-        for name, value in vars(twin).items()
+        for name, value in _attributes(twin).items()
         if name not in SHARED
         for _, obj in _mutable_parts(value, name)
     }
     shared = [
         where
-        for name, value in vars(fork).items()
+        for name, value in _attributes(fork).items()
         if name not in SHARED | {"_streams"}  # streams no sampler draws from stay shared
         for where, obj in _mutable_parts(value, name)
         if id(obj) in theirs
