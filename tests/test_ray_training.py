@@ -201,6 +201,7 @@ def test_killed_env_runner_is_restarted_and_training_continues(
 
     from taktline.training import rllib_backend
     from taktline.training.config import validate_config
+    from taktline.training.rllib_runner import MaskedEnvRunner
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -223,7 +224,7 @@ def test_killed_env_runner_is_restarted_and_training_continues(
     def runner_pids() -> set[int]:
         actors = list_actors(
             address=ray_cluster.address,
-            filters=[("class_name", "=", "SingleAgentEnvRunner"), ("state", "=", "ALIVE")],
+            filters=[("class_name", "=", MaskedEnvRunner.__name__), ("state", "=", "ALIVE")],
         )
         return {int(a.pid) for a in actors}
 

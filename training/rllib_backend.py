@@ -155,6 +155,7 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from taktline.training.rllib_module import MaskedPolicyModule, log_episode_kpis
+    from taktline.training.rllib_runner import MaskedEnvRunner
 
     if cfg.algorithm not in ("ppo", "maskable_ppo"):
         raise SpecError(
@@ -187,7 +188,10 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
             env=ENV_NAME, env_config={"env_id": cfg.env.id, "env_kwargs": dict(cfg.env.kwargs)}
         )
         .env_runners(
-            num_env_runners=runners, num_envs_per_env_runner=per_runner, num_cpus_per_env_runner=1
+            num_env_runners=runners,
+            num_envs_per_env_runner=per_runner,
+            num_cpus_per_env_runner=1,
+            env_runner_cls=MaskedEnvRunner,
         )
         .learners(num_learners=0)
         .rl_module(
