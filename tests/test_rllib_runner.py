@@ -174,3 +174,24 @@ def test_random_actions_go_through_rllibs_own_loop(runner: Any) -> None:
     # and the lean loop goes on afterwards
     for episode in runner.sample(num_timesteps=30, force_reset=True):
         _check_episode(runner, episode)
+
+
+def test_the_env_runner_is_chosen_by_name_and_a_wrong_name_is_refused() -> None:
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from taktline.errors import SpecError
+    from taktline.training import rllib_backend
+    from taktline.training.config import validate_config
+
+    probe = _make_env()
+    obs_space, n = probe.observation_space["observations"], int(probe.action_space.n)
+
+    def config_with(name: str) -> Any:
+        cfg = validate_config(tiny_config("pick", **{"hyperparameters.env_runner_cls": name}))
+        return rllib_backend.ppo_config(cfg, rllib_backend.network_spec(cfg, obs_space, n), 1)
+
+    assert config_with("rllib").env_runner_cls is SingleAgentEnvRunner
+    with pytest.raises(SpecError) as err:
+        config_with("fast")
+    text = str(err.value)
+    assert "hyperparameters.env_runner_cls" in text and "'fast'" in text and "'lean'" in text

@@ -13,6 +13,9 @@ model and its registered version) and the same policy bundle at the end:
 * The RLModule is :class:`~taktline.training.rllib_module.MaskedPolicyModule`: the actor is
   the bundle's own network, so the export copies a ``state_dict`` and the bundle acts without
   Ray.
+* The env runners are :class:`~taktline.training.rllib_runner.MaskedEnvRunner` (RLlib's runner
+  with a lean sampling loop); ``hyperparameters.env_runner_cls=rllib`` selects RLlib's own
+  ``SingleAgentEnvRunner`` instead (for comparison, or an env the lean loop does not know).
 * Env runners that die are restarted (RLlib fault tolerance) and training goes on; checkpoints
   every ``checkpoint.every_steps`` (``algo.save_to_path``, locally and as run artifacts) let
   ``train(config, resume=RUN_ID)`` continue a killed driver in the same MLflow run with the
@@ -155,7 +158,7 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from taktline.training.rllib_module import MaskedPolicyModule, log_episode_kpis
-    from taktline.training.rllib_runner import MaskedEnvRunner
+    from taktline.training.rllib_runner import RUNNERS
 
     if cfg.algorithm not in ("ppo", "maskable_ppo"):
         raise SpecError(
@@ -163,6 +166,13 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
             f"{cfg.algorithm!r}; set algorithm=maskable_ppo or backend=sb3"
         )
     hp = dict(cfg.hyperparameters)
+    runner_name = str(hp.pop("env_runner_cls", "lean"))
+    if runner_name not in RUNNERS:
+        raise SpecError(
+            f"hyperparameters.env_runner_cls: {runner_name!r} is not an env runner; use "
+            f"{' or '.join(repr(k) for k in RUNNERS)} (lean: taktline's fast sampling loop; "
+            "rllib: RLlib's generic SingleAgentEnvRunner)"
+        )
     native: dict[str, Any] = {}
     probe = PPOConfig()
     n_steps = hp.pop("n_steps", None)
@@ -191,7 +201,7 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
             num_env_runners=runners,
             num_envs_per_env_runner=per_runner,
             num_cpus_per_env_runner=1,
-            env_runner_cls=MaskedEnvRunner,
+            env_runner_cls=RUNNERS[runner_name],
         )
         .learners(num_learners=0)
         .rl_module(
@@ -256,6 +266,8 @@ def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The MLflow metrics of one ``algo.train()`` result (names as the SB3 backend uses)."""
     from ray.rllib.core import DEFAULT_MODULE_ID
 
+    from taktline.training.rllib_runner import ENV_SECONDS
+
     runners = result.get("env_runners", {})
     learner = result.get("learners", {}).get(DEFAULT_MODULE_ID, {})
     faults = result.get("fault_tolerance", {})
@@ -278,11 +290,15 @@ def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
     ):
         if key in learner:
             out[f"train.{key}"] = float(learner[key])
+    healthy = float(faults.get("num_healthy_workers", 0))
     if result.get("time_this_iter_s"):
-        out["time.fps"] = float(runners.get("num_env_steps_sampled", 0)) / float(
-            result["time_this_iter_s"]
-        )
-    out["ray.healthy_env_runners"] = float(faults.get("num_healthy_workers", 0))
+        wall = float(result["time_this_iter_s"])
+        out["time.fps"] = float(runners.get("num_env_steps_sampled", 0)) / wall
+        if ENV_SECONDS in runners:
+            # seconds inside the envs, over the runners' wall time of the iteration (sampling
+            # and learning alternate, so this is at most the sampling share)
+            out["time.env_share"] = float(runners[ENV_SECONDS]) / (wall * max(healthy, 1.0))
+    out["ray.healthy_env_runners"] = healthy
     out["ray.env_runner_restarts"] = float(faults.get("num_remote_worker_restarts", 0))
     return out
 

@@ -409,3 +409,10 @@ class MaskedEnvRunner(SingleAgentEnvRunner):  # type: ignore[misc]
         self._increase_sampled_metrics(ts, len(done))
         self._steps += ts
         return done + ongoing
+
+
+RUNNERS: dict[str, type[SingleAgentEnvRunner]] = {
+    "lean": MaskedEnvRunner,
+    "rllib": SingleAgentEnvRunner,
+}
+"""The env runners ``hyperparameters.env_runner_cls`` names (default ``lean``)."""
