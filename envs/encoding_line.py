@@ -117,9 +117,12 @@ class LineCodecBase:
         ]
         self.n_machines = [s.machines for s in spec.stations]
         self.max_ops = max(len(p.routing) for p in spec.products)
+        # per station, the constants _global_block divides by (built once, not per step)
+        self._station_scales = list(zip(self.queue_scale, self.n_machines, strict=True))
 
     # -- spaces ------------------------------------------------------------------------
     def _spaces(self, n_obs: int, n_actions: int) -> None:
+        self.n_obs = n_obs
         self.flat_space = gym.spaces.Box(-CLIP, CLIP, shape=(n_obs,), dtype=np.float32)
         self.action_space: gym.spaces.Discrete = gym.spaces.Discrete(n_actions)
         self.observation_space: gym.spaces.Space[Any] = (
@@ -188,37 +191,35 @@ class LineCodecBase:
     @staticmethod
     def _twin_base(twin: Twin) -> LineView:
         states = []
+        queue_len = []
         for s in twin.stations:
             counts = [0, 0, 0, 0, 0]
             for m in s.machines:
                 counts[m.state] += 1
             states.append(counts)
-        return LineView(
-            time=twin.now,
-            wip=twin.wip,
-            pool=len(twin.pool),
-            queue_len=[len(s.buffer) for s in twin.stations],
-            states=states,
-        )
+            queue_len.append(len(s.buffer))
+        return LineView(twin.now, twin.wip, len(twin.pool), queue_len, states)
 
     def _global_block(self, view: LineView) -> list[float]:
-        feats = [view.wip / self.wip_scale, view.pool / self.wip_scale]
-        station = view.station
-        for i, (q, counts, n, qs) in enumerate(
-            zip(view.queue_len, view.states, self.n_machines, self.queue_scale, strict=True)
+        ws = self.wip_scale
+        feats = [view.wip / ws, view.pool / ws]
+        for q, (idle, setup, busy, blocked, down), (qs, n) in zip(
+            view.queue_len, view.states, self._station_scales, strict=True
         ):
-            idle, setup, busy, blocked, down = counts
-            feats += (q / qs, idle / n, setup / n, busy / n, blocked / n, down / n)
-            feats.append(1.0 if i == station else 0.0)
+            feats += (q / qs, idle / n, setup / n, busy / n, blocked / n, down / n, 0.0)
+        if view.station >= 0:  # the deciding station's flag (the 7th number of its block)
+            feats[2 + 7 * view.station + 6] = 1.0
         return feats
 
-    @staticmethod
-    def _finish(feats: list[float]) -> np.ndarray:
+    def _finish(self, feats: list[float]) -> np.ndarray:
+        """The observation: ``feats`` in float32, clipped, zero-padded to the space's length."""
         # float32 then clip: the same numbers as clipping in float64 first (CLIP is exact in
-        # float32 and rounding is monotonic), a third of the time
-        out = np.array(feats, dtype=np.float32)
-        np.minimum(out, CLIP, out=out)
-        np.maximum(out, -CLIP, out=out)
+        # float32 and rounding is monotonic), a third of the time; the padding is zeros
+        # already, so only the filled part is clipped (no padding list built per step)
+        out = np.zeros(self.n_obs, dtype=np.float32)
+        head = out[: len(feats)]
+        head[:] = feats
+        np.clip(head, -CLIP, CLIP, out=head)
         return out
 
 
@@ -266,6 +267,12 @@ class LineDispatchCodec(LineCodecBase):
         self.slot_size = 7 + nf
         n_obs = 2 + 7 * len(self.station_names) + nf + 1 + max_queue * self.slot_size
         self._spaces(n_obs, max_queue if action_mode == "job" else len(self.rules))
+        # the mask of each number of visible waiting jobs, 0..max_queue (copied per step)
+        n_act = int(self.action_space.n)
+        if action_mode == "job":
+            self._masks = [np.arange(n_act) < k for k in range(max_queue + 1)]
+        else:
+            self._masks = [np.full(n_act, k > 0, dtype=bool) for k in range(max_queue + 1)]
 
     # -- encode ------------------------------------------------------------------------
     def view(self, snapshot: LineSnapshot | Mapping[str, Any]) -> LineView:
@@ -317,13 +324,8 @@ class LineDispatchCodec(LineCodecBase):
                 1.0 if fam == mf else 0.0,
             )
             feats += hot.get(fam, cold)
-        feats.extend([0.0] * ((self.max_queue - len(v.queue)) * self.slot_size))
-        if self.action_mode == "job":
-            mask = np.zeros(self.max_queue, dtype=bool)
-            mask[: len(v.queue)] = True
-        else:
-            mask = np.full(len(self.rules), bool(v.queue), dtype=bool)
-        return self._finish(feats), mask
+        # the empty slots are the zero padding _finish adds; the mask is a copy of a constant
+        return self._finish(feats), self._masks[len(v.queue)].copy()
 
     # -- decode ------------------------------------------------------------------------
     def decode(self, snapshot: LineSnapshot | Mapping[str, Any], action: int) -> Decision:

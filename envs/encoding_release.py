@@ -54,6 +54,8 @@ class LineReleaseCodec(LineCodecBase):
         self.action_mode = action_mode
         self.max_release = max_release
         self._spaces(2 + 7 * len(self.station_names) + 4, max_release + 1)
+        # the mask when k orders can be released (k = 0..max_release; copied per step)
+        self._masks = [np.arange(max_release + 1) <= k for k in range(max_release + 1)]
 
     def view(self, snapshot: LineSnapshot | Mapping[str, Any]) -> LineView:
         """The numbers of ``snapshot`` this codec reads."""
@@ -91,12 +93,8 @@ class LineReleaseCodec(LineCodecBase):
             )
         else:
             feats.extend((0.0, CLIP, CLIP, 0.0))
-        if self.action_mode == "count":
-            mask = np.zeros(self.max_release + 1, dtype=bool)
-            mask[: min(v.pool, self.max_release) + 1] = True
-        else:
-            mask = np.ones(self.max_release + 1, dtype=bool)
-        return self._finish(feats), mask
+        k = min(v.pool, self.max_release) if self.action_mode == "count" else self.max_release
+        return self._finish(feats), self._masks[k].copy()
 
     def decode(self, snapshot: LineSnapshot | Mapping[str, Any], action: int) -> Decision:
         """The release decision an action means on ``snapshot``.

@@ -49,16 +49,12 @@ class Meter:
         """Energy drawn since the statistics started."""
         now = twin.now
         energy = 0.0
+        # unpacked rather than indexed (the envs read this at every step); the sum keeps its
+        # order term by term, so the result is the same to the last bit
         for m, w in zip(twin.machines, self.kwh, strict=True):
-            t = m.state_time
-            energy += (
-                t[0] * w[0]
-                + t[1] * w[1]
-                + t[2] * w[2]
-                + t[3] * w[3]
-                + t[4] * w[4]
-                + (now - m.since) * w[m.state]
-            )
+            t0, t1, t2, t3, t4 = m.state_time
+            w0, w1, w2, w3, w4 = w
+            energy += t0 * w0 + t1 * w1 + t2 * w2 + t3 * w3 + t4 * w4 + (now - m.since) * w[m.state]
         return energy
 
     def _money(self, twin: Twin, energy_kwh: float, setups: int) -> tuple[float, ...]:
