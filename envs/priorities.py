@@ -109,6 +109,8 @@ def best_index(keys: Sequence[float], candidates: Sequence[JobView]) -> int:
     """Index of the smallest key; ties go to the earliest queue entry, then the lowest id."""
     best = min(keys)
     first = keys.index(best)
+    if keys.count(best) == 1:  # the common case, counted in C: no tie to break
+        return first
     ties = [i for i in range(first, len(keys)) if keys[i] == best]
     if len(ties) == 1:
         return first
