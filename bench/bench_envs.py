@@ -102,7 +102,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per env and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--lines-only", action="store_true", help="only the line envs (skip the job shops)"
+    )
     args = parser.parse_args()
+    if not args.lines_only:
+        jobshops(args)
+    line_envs(args.seconds)
+
+
+def jobshops(args: argparse.Namespace) -> None:
+    """JobShop-v0 (and JSSEnv when installed) on ta01, in alternating rounds."""
 
     runners: dict[str, tuple[Runner, int]] = {
         "taktline JobShop-v0": taktline_jobshop(skip_forced=True),
@@ -132,13 +142,18 @@ def main() -> None:
         for name in rate:
             if name.startswith("taktline"):
                 print(f"ratio {name} / JSSEnv: {rate[name] / peer:.2f}x")
+
+
+def line_envs(seconds: float) -> None:
+    """LineDispatch-v0 (job and rule actions) and LineRelease-v0 on the body shop."""
     from taktline.envs.env_line import LineDispatchEnv, LineReleaseEnv
 
     for name, env in (
         ("LineDispatch-v0", LineDispatchEnv(line="bodyshop")),
+        ("LineDispatch-v0 (rule)", LineDispatchEnv(line="bodyshop", action_mode="rule")),
         ("LineRelease-v0", LineReleaseEnv(line="bodyshop")),
     ):
-        rate, decode = line_steps(env, args.seconds)
+        rate, decode = line_steps(env, seconds)
         print(
             f"{name} on bodyshop: {rate:.0f} steps/s; decoding on a snapshot would add "
             f"{decode * 1e6:.0f} us per step ({decode * rate:.0%} of a step)"
