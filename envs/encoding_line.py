@@ -214,13 +214,13 @@ class LineCodecBase:
     def _finish(self, feats: list[float]) -> np.ndarray:
         """The observation: ``feats`` in float32, clipped, zero-padded to the space's length."""
         # float32 then clip: the same numbers as clipping in float64 first (CLIP is exact in
-        # float32 and rounding is monotonic), a third of the time; the padding is zeros
-        # already, so only the filled part is clipped (no padding list built per step)
+        # float32 and rounding is monotonic), a third of the time; the padding is the zeros
+        # the array starts with (no padding list per step). The ufuncs on the whole array:
+        # np.clip's wrapper, or ufuncs on a slice view, cost more.
         out = np.zeros(self.n_obs, dtype=np.float32)
-        head = out[: len(feats)]
-        head[:] = feats
-        np.minimum(head, CLIP, out=head)  # the ufuncs themselves: np.clip's wrapper costs more
-        np.maximum(head, -CLIP, out=head)
+        out[: len(feats)] = feats
+        np.minimum(out, CLIP, out=out)
+        np.maximum(out, -CLIP, out=out)
         return out
 
 
