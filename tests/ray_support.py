@@ -13,6 +13,7 @@ and ``RAY_AUTH_MODE=token`` into the environment before Ray is imported, so the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -230,3 +231,89 @@ NO_TRAINER_CHECK = textwrap.dedent(
     """
 )
 """Python that fails when Ray, SB3 or sb3-contrib were imported (appended to a script)."""
+
+
+# ---- several nodes on one machine --------------------------------------------------------------
+@dataclass
+class WorkerNode:
+    """A second ``ray start --block`` joined to a head: its custom resource label and process."""
+
+    label: str
+    process: subprocess.Popen[bytes]
+    node_id: str = ""
+
+
+def start_worker_node(
+    head: Cluster, label: str, num_cpus: int = 1, timeout_s: float = 120.0
+) -> WorkerNode:
+    """``ray start --address HEAD --block`` with ``num_cpus`` and the custom resource
+    ``{label: 1}``, on free ports, in its own session (so :func:`kill_worker_node` can take
+    down the node's raylet and workers at once); returns once the head sees the node alive.
+
+    The caller must be connected to ``head`` (``ray.init(address=head.address)``): the node id
+    is read from ``ray.nodes()``.
+    """
+    import json
+
+    import ray
+
+    cmd = [
+        RAY,
+        "start",
+        "--address",
+        head.address,
+        "--block",
+        "--num-cpus",
+        str(num_cpus),
+        "--resources",
+        json.dumps({label: 1}),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--node-manager-port",
+        str(free_port()),
+        "--object-manager-port",
+        str(free_port()),
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--dashboard-agent-grpc-port",
+        str(free_port()),
+        "--runtime-env-agent-port",
+        str(free_port()),
+        "--metrics-export-port",
+        str(free_port()),
+        "--disable-usage-stats",
+    ]
+    log = open(Path(head.temp_dir) / f"ray_start_{label}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ)
+    )
+    node = WorkerNode(label, proc)
+    deadline = time.monotonic() + timeout_s
+    while not node.node_id:
+        alive = [n for n in ray.nodes() if n["Alive"] and label in n.get("Resources", {})]
+        if alive:
+            node.node_id = str(alive[0]["NodeID"])
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            kill_worker_node(node)
+            raise RuntimeError(f"node {label} did not join; see {head.temp_dir}/ray_start_*.log")
+        time.sleep(0.5)
+    return node
+
+
+def kill_worker_node(node: WorkerNode) -> None:
+    """SIGKILL the node's whole process group (its raylet, agents and workers), as when a
+    machine is lost; no graceful ``ray stop``. Idempotent."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.process.pid, signal.SIGKILL)
+    node.process.wait(30)
+
+
+def head_node_id() -> str:
+    """The id of the connected cluster's head node."""
+    import ray
+
+    for n in ray.nodes():
+        if n["Alive"] and "node:__internal_head__" in n.get("Resources", {}):
+            return str(n["NodeID"])
+    raise RuntimeError("no alive head node in ray.nodes()")
