@@ -11,6 +11,7 @@ continues a stopped or killed run from its last checkpoint, in the same MLflow r
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from rich.console import Console
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
 from taktline.errors import PolicyError
 from taktline.training import tracking
@@ -62,6 +63,38 @@ class MlflowWriter(KVWriter):
         """Nothing to close."""
 
 
+class TimedVecEnv(VecEnvWrapper):
+    """Counts the seconds spent inside the envs (``reset``, ``step_async``, ``step_wait``) and
+    the env steps taken, so the run can log the env's share of its wall time.
+
+    With ``SubprocVecEnv`` this includes the pipe round trips: the cost of stepping the envs as
+    the training loop sees it, which is what a faster vec env choice would change.
+    """
+
+    def __init__(self, venv: Any) -> None:
+        super().__init__(venv)
+        self.env_s = 0.0
+        self.steps = 0
+
+    def reset(self) -> Any:
+        start = time.perf_counter()
+        obs = self.venv.reset()
+        self.env_s += time.perf_counter() - start
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        start = time.perf_counter()
+        self.venv.step_async(actions)
+        self.env_s += time.perf_counter() - start
+
+    def step_wait(self) -> Any:
+        start = time.perf_counter()
+        out = self.venv.step_wait()
+        self.env_s += time.perf_counter() - start
+        self.steps += self.num_envs
+        return out
+
+
 class Trainer(BaseCallback):
     """One callback for the run's cadences: KPIs, evaluation, checkpoints, budget, progress."""
 
@@ -70,6 +103,18 @@ class Trainer(BaseCallback):
         self.run = run
         self._kpis: list[dict[str, float]] = []
         self._returns: list[float] = []
+        self._window: tuple[float, float, int] | None = None  # (wall, env_s, steps) at its start
+
+    def _timed(self) -> TimedVecEnv | None:
+        venv = self.model.get_env()
+        while venv is not None and not isinstance(venv, TimedVecEnv):
+            venv = getattr(venv, "venv", None)
+        return venv
+
+    def _on_training_start(self) -> None:
+        timed = self._timed()
+        if timed is not None:
+            self._window = (time.perf_counter(), timed.env_s, timed.steps)
 
     def _on_step(self) -> bool:
         run, n = self.run, self.num_timesteps
@@ -105,8 +150,28 @@ class Trainer(BaseCallback):
         for key in sorted({k for kp in self._kpis for k in kp}):
             values = [kp[key] for kp in self._kpis if key in kp]
             metrics[f"train.kpi.{key}"] = float(np.mean(values))
+        metrics.update(self._time_metrics())
         tracking.log_metrics(metrics, n)
         self._kpis, self._returns = [], []
+
+    def _time_metrics(self) -> dict[str, float]:
+        """``time.env_share`` (seconds inside the envs over wall seconds) and
+        ``time.env_steps_per_s`` (env steps over wall seconds) since the last rollout's end;
+        the window holds one rollout and the update before it, so the share is the env's part
+        of training, not only of sampling."""
+        timed = self._timed()
+        if timed is None or self._window is None:
+            return {}
+        now = time.perf_counter()
+        wall0, env0, steps0 = self._window
+        self._window = (now, timed.env_s, timed.steps)
+        wall = now - wall0
+        if wall <= 0:
+            return {}
+        return {
+            "time.env_share": (timed.env_s - env0) / wall,
+            "time.env_steps_per_s": (timed.steps - steps0) / wall,
+        }
 
 
 class _SB3Run(Run):
@@ -177,6 +242,7 @@ def _vec_env(cfg: TrainConfig, seed: int, ck_dir: Path | None = None) -> Any:
         seed=seed,
         vec_env_cls=cls,
     )
+    venv = TimedVecEnv(venv)
     if cfg.normalize_reward:
         if ck_dir is not None:  # verified against the state file's digests before this
             saved = ck_dir / NORMALIZE_FILE
