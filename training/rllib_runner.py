@@ -1,6 +1,6 @@
 """A lean RLlib env runner for taktline's masked envs: the sampling loop without its overhead.
 
-Profiled on the body-shop dispatch env (``bench/bench_training.py``), RLlib's generic
+Profiled on the body-shop dispatch env (``bench/bench_training.py`` measures it), RLlib's generic
 ``SingleAgentEnvRunner`` spent most of a runner's time outside the env: the env-to-module and
 module-to-env connector pipelines (tree maps over dict observations, unbatching, tensor and
 numpy conversions every step), a forward pass per step on as many torch threads as the machine
