@@ -128,8 +128,11 @@ class TrainConfig(_Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     n_envs: int = Field(2, ge=1)
     """Parallel environments."""
-    vec_env: Literal["subproc", "dummy"] = "subproc"
-    """``subproc`` runs each env in its own process (all cores); ``dummy`` in this one."""
+    vec_env: Literal["subproc", "dummy"] = "dummy"
+    """``dummy`` steps the envs in this process (the default: a line env step costs ~100 us,
+    less than a pipe round trip, so subprocesses made body-shop training 1.6x slower with the
+    same learning curve; ``bench/bench_training.py``); ``subproc`` runs each env in its own
+    process, for envs whose steps cost milliseconds."""
     normalize_reward: bool = False
     """Scale rewards by a running estimate of the return's spread (``VecNormalize``, rewards
     only: observations reach the policy unchanged, so the bundle needs no statistics)."""

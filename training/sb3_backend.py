@@ -1,7 +1,8 @@
 """The local training backend: stable-baselines3 (MaskablePPO, PPO, DQN), tracked in MLflow.
 
-``train(config)`` runs on this machine: ``n_envs`` environments in subprocesses
-(``SubprocVecEnv``), checkpoints every ``checkpoint.every_steps`` (locally under
+``train(config)`` runs on this machine: ``n_envs`` environments in this process
+(``DummyVecEnv``; ``vec_env: subproc`` for one process each), checkpoints every
+``checkpoint.every_steps`` (locally under
 ``<output_dir>/<run id>/`` and as run artifacts), a greedy evaluation every
 ``eval.every_steps`` on fixed seeds, and at the end the best policy as a bundle, an MLflow
 model and a registered version with the ``candidate`` alias. ``train(config, resume=RUN_ID)``
