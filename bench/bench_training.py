@@ -73,11 +73,10 @@ def _steps(parts: list[Any]) -> int:
 def rllib_row(runner: str, runners: int, per_runner: int, batch: int, seconds: float) -> dict:
     """One RLlib configuration's figures (see the module docstring)."""
     import gymnasium as gym
-    from ray.tune.registry import register_env
 
     from taktline.training import rllib_backend
     from taktline.training.config import load_config
-    from taktline.training.rllib_module import make_env
+    from taktline.training.rllib_module import make_env, register_env
 
     cfg = load_config(
         "bodyshop_dispatch",
@@ -91,7 +90,7 @@ def rllib_row(runner: str, runners: int, per_runner: int, batch: int, seconds: f
             "progress=false",
         ],
     )
-    register_env(rllib_backend.ENV_NAME, make_env)
+    register_env()
     probe = make_env({"env_id": ENV_ID, "env_kwargs": dict(cfg.env.kwargs)})
     assert isinstance(probe.action_space, gym.spaces.Discrete)
     spec = rllib_backend.network_spec(

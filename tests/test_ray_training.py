@@ -193,6 +193,36 @@ print("SERVING-OK")
     assert paired["n"] == 2 and paired["reference"] == "tiny-job/v1[greedy]"
 
 
+# ---- the env's registration follows the Ray job ----------------------------------------------
+def test_env_registration_reaches_runners_of_a_later_job_in_the_same_process(
+    ray_cluster: Cluster,
+) -> None:
+    """A process that trained on one Ray (the multi-node test's cluster, a notebook's local Ray)
+    and then attaches to another is a new job; Ray caches the first job's id as the registry's
+    key, so its own ``register_env`` left the env unknown to the new job's runners (CI failed so
+    once). Each registration now keys by the job connected at that moment."""
+    import ray
+
+    from taktline.training.rllib_module import ENV_NAME, register_env
+
+    @ray.remote(num_cpus=0)
+    def runner_sees_env() -> bool:
+        from ray.tune.registry import ENV_CREATOR, _global_registry
+
+        return bool(_global_registry.contains(ENV_CREATOR, ENV_NAME))
+
+    seen = []
+    for address in ("local", ray_cluster.address):
+        extra = {"num_cpus": 1} if address == "local" else {}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **extra)
+        try:
+            register_env()
+            seen.append(ray.get(runner_sees_env.remote(), timeout=120))
+        finally:
+            ray.shutdown()
+    assert seen == [True, True]
+
+
 # ---- fault tolerance: a dying env runner ------------------------------------------------------
 def test_killed_env_runner_is_restarted_and_training_continues(
     ray_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -93,11 +93,10 @@ def test_lean_vector_env_steps_exactly_as_gymnasium_sync_vector_env() -> None:
 @pytest.fixture(scope="module")
 def runner() -> Iterator[Any]:
     import ray
-    from ray.tune.registry import register_env
 
     from taktline.training import rllib_backend
     from taktline.training.config import validate_config
-    from taktline.training.rllib_module import make_env
+    from taktline.training.rllib_module import register_env
     from taktline.training.rllib_runner import MaskedEnvRunner
 
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
@@ -108,7 +107,7 @@ def runner() -> Iterator[Any]:
                 **{"env.kwargs": dict(SHORT_ENV), "hyperparameters.num_envs_per_env_runner": 3},
             )
         )
-        register_env(rllib_backend.ENV_NAME, make_env)
+        register_env()
         probe = _make_env()
         spec = rllib_backend.network_spec(
             cfg, probe.observation_space["observations"], int(probe.action_space.n)

@@ -56,8 +56,6 @@ from taktline.training.run import (
 if TYPE_CHECKING:
     import torch
 
-ENV_NAME = "taktline-rllib"
-"""The name RLlib knows taktline's envs by (``env_config`` says which one)."""
 RLLIB_DIR = "rllib"
 
 # SB3 hyperparameter names -> PPOConfig attributes (the same YAML trains on both backends)
@@ -192,6 +190,8 @@ def ppo_config(cfg: TrainConfig, spec: dict[str, Any], cpus: int) -> Any:
     total_envs = max(runners, 1) * per_runner
     if n_steps is not None and "train_batch_size_per_learner" not in native:
         native["train_batch_size_per_learner"] = int(n_steps) * total_envs
+    from taktline.training.rllib_module import ENV_NAME
+
     config = (
         PPOConfig()
         .environment(
@@ -323,9 +323,8 @@ def train(
     """
     import mlflow
     import torch
-    from ray.tune.registry import register_env
 
-    from taktline.training.rllib_module import make_env
+    from taktline.training.rllib_module import make_env, register_env
 
     console = console or Console(stderr=True)
     check_env(cfg)  # here, once: not in each env runner with a traceback apiece
@@ -343,7 +342,7 @@ def train(
         # verified against the state's digests before RLlib unpickles any of it
         ck_dir, state = fetch_checkpoint(resume, Path(cfg.output_dir) / resume)
     connect(address, console)
-    register_env(ENV_NAME, make_env)
+    register_env()
     with mlflow.start_run(
         run_id=resume,
         experiment_id=None if resume else exp_id,

@@ -43,6 +43,25 @@ def make_env(env_config: dict[str, Any]) -> gym.Env[Any, Any]:
     return _PlainDiscrete(env)
 
 
+ENV_NAME = "taktline-rllib"
+"""The name RLlib knows taktline's envs by (``config.environment(env=ENV_NAME)``)."""
+
+
+def register_env() -> None:
+    """Register :func:`make_env` as :data:`ENV_NAME` for the Ray job this process is connected to.
+
+    Ray's tune registry keys its entries by the job id it read first and caches that id for the
+    life of the process. A process that connects to Ray again (a test session, a notebook, a
+    Tune driver running several trainings) is a new job: without dropping the cached id the
+    creator would be stored under the old job's key and every env runner of the new job would
+    fail with ``Environment `taktline-rllib` doesn't exist``.
+    """
+    from ray.tune import registry
+
+    registry._global_registry._prefix = None  # the job id, read again from the runtime context
+    registry.register_env(ENV_NAME, make_env)
+
+
 class _PlainDiscrete(gym.Wrapper[Any, Any, Any, Any]):
     """Shows the env's action space as a plain ``Discrete(n)``."""
 
