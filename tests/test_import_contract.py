@@ -443,7 +443,11 @@ def rules_run() -> str:
 
 
 def test_rules_answer_every_bundled_line_and_rules_and_cpsat_a_job_shop(rules_run: str) -> None:
-    assert "KINDS ['dispatch', 'jobshop', 'release'] 19 " in rules_run, rules_run
+    from taktline.envs.spec import bundled_lines
+
+    # per line: three dispatching rules and one release rule; three policies on the job shop
+    count = 4 * len(bundled_lines()) + 3
+    assert f"KINDS ['dispatch', 'jobshop', 'release'] {count} " in rules_run, rules_run
 
 
 def test_rules_and_cpsat_decide_on_snapshots_without_importing_torch(rules_run: str) -> None:
