@@ -1,0 +1,418 @@
+"""Local search for classical job shops: construct a schedule, then tabu search on its critical
+path.
+
+Two stages, each time-budgeted and anytime (the best makespan so far is logged with its time):
+
+* :func:`construct` builds starting schedules: every dispatching rule in
+  :data:`CONSTRUCT_RULES`, then batches of most-work-remaining schedules with random
+  tie-breaking noise, built in lockstep by :class:`~taktline.envs.jobshop.batch.JobShopBatch`,
+  until its budget is spent. The best one is returned.
+* :func:`tabu_search` improves a schedule with the N5 neighbourhood of Nowicki & Smutnicki
+  (1996): swap the first two or the last two operations of a *critical block* (a maximal run of
+  critical operations on one machine), never the first two of the first block nor the last two
+  of the last. Moves are ranked by the head/tail estimate of the new makespan (Taillard 1994)
+  in O(1); the chosen move is applied and heads and tails are recomputed in one topological
+  pass. A swapped pair may not be swapped back for a random tenure of ``10 + n/m`` to
+  ``1.5 (10 + n/m)`` iterations unless that would beat the best makespan (aspiration). After
+  ``stall_iterations`` without improvement the search restarts from the best schedule with a few
+  random critical swaps.
+
+The schedules are semi-active: every operation starts as soon as its job and machine
+predecessors allow; :func:`~taktline.envs.jobshop.replay.check_schedule` accepts each one (the
+tests check it) and the makespan never exceeds the start schedule's.
+
+>>> from taktline.envs.jobshop import load_bundled
+>>> inst = load_bundled("ft06")
+>>> start = construct(inst, time_limit_s=0.2, seed=0)
+>>> result = tabu_search(inst, start.schedule, time_limit_s=1.0, seed=0)
+>>> result.makespan <= start.makespan, result.makespan >= 55
+(True, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from taktline.envs.jobshop.instance import JobShopInstance
+from taktline.envs.jobshop.schedule import ScheduledOperation
+from taktline.errors import PolicyError
+
+#: Rules tried first by :func:`construct` (both generation schemes each).
+CONSTRUCT_RULES: tuple[str, ...] = ("MWKR", "MOPNR", "SPT", "FIFO", "LPT")
+
+
+@dataclass(frozen=True)
+class AnytimePoint:
+    """The best makespan known ``time_s`` seconds after the search began; ``stage`` found it."""
+
+    time_s: float
+    makespan: int
+    stage: str
+
+
+@dataclass
+class SearchResult:
+    """A schedule and how it was found.
+
+    Attributes:
+        makespan: The schedule's makespan.
+        schedule: Every operation with its machine, start and end, sorted by start.
+        log: The anytime log: one point per improvement, best makespan non-increasing.
+        iterations: Moves applied (tabu) or schedules built (construct).
+        wall_time_s: Time spent.
+        lower_bound: A proven lower bound equal to ``makespan`` (the schedule is optimal), or
+            ``None`` when optimality is not proven.
+    """
+
+    makespan: int
+    schedule: list[ScheduledOperation]
+    log: list[AnytimePoint] = field(default_factory=list)
+    iterations: int = 0
+    wall_time_s: float = 0.0
+    lower_bound: int | None = None
+
+
+def require_classical(instance: JobShopInstance, what: str) -> None:
+    """Refuse a flexible job shop (the critical-path neighbourhoods need fixed machines)."""
+    if instance.is_flexible:
+        raise PolicyError(
+            f"{what}: {instance.name} is a flexible job shop (operations with several machines); "
+            "local search handles classical job shops only, use --method cpsat"
+        )
+
+
+def construct(
+    instance: JobShopInstance,
+    time_limit_s: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    noise: float = 0.3,
+    clock: float | None = None,
+) -> SearchResult:
+    """The best schedule of the dispatching rules and of noisy most-work-remaining sampling.
+
+    Args:
+        instance: A classical job shop.
+        time_limit_s: Budget; the rules always run once, sampling only while time is left.
+        seed: Seed of the sampling noise.
+        batch_size: Schedules built per batched pass.
+        noise: Relative noise on the remaining-work priority (0 would sample only ties).
+        clock: ``time.perf_counter()`` value the anytime log counts from (default: now).
+    """
+    from taktline.agents.jobshop_dispatch import dispatch
+    from taktline.envs.jobshop.batch import JobShopBatch
+
+    require_classical(instance, "construct")
+    t0 = time.perf_counter() if clock is None else clock
+    started = time.perf_counter()
+    best: list[ScheduledOperation] = []
+    best_ms = 1 << 62
+    log: list[AnytimePoint] = []
+    built = 0
+    for scheme in ("active", "non-delay"):
+        for rule in CONSTRUCT_RULES:
+            r = dispatch(instance, rule, scheme)
+            built += 1
+            if r.makespan < best_ms:
+                best_ms, best = r.makespan, r.schedule
+                log.append(AnytimePoint(time.perf_counter() - t0, best_ms, f"rule {rule}"))
+    rng = np.random.default_rng(seed)
+    n = instance.n_jobs
+    width = max(len(ops) for ops in instance.jobs)
+    suffix = np.zeros((n, width + 1))
+    for j, ops in enumerate(instance.jobs):
+        for i in range(len(ops) - 1, -1, -1):
+            suffix[j, i] = suffix[j, i + 1] + ops[i][0][1]
+    scale = max(1.0, float(suffix[:, 0].mean()))
+    cols = np.arange(n)
+    while time.perf_counter() - started < time_limit_s:
+        for scheme in ("active", "non-delay"):
+            batch = JobShopBatch(instance, batch_size, scheme)
+            while not batch.done:
+                score = suffix[cols, batch.next_op] / scale
+                score = score + noise * rng.random(score.shape)
+                score[~batch.mask] = -np.inf
+                batch.apply(score.argmax(axis=1))
+            built += batch_size
+            ms = batch.makespan
+            k = int(ms.argmin())
+            if int(ms[k]) < best_ms:
+                best_ms = int(ms[k])
+                best = _batch_row(instance, batch.start[k])
+                log.append(AnytimePoint(time.perf_counter() - t0, best_ms, "sampling"))
+    best = sorted(best, key=lambda s: (s.start, s.machine))
+    return SearchResult(best_ms, best, log, built, time.perf_counter() - started)
+
+
+def _batch_row(instance: JobShopInstance, start: np.ndarray) -> list[ScheduledOperation]:
+    out = []
+    for j, ops in enumerate(instance.jobs):
+        for i, alts in enumerate(ops):
+            m, p = alts[0]
+            s = int(start[j, i])
+            out.append(ScheduledOperation(j, i, m, s, s + p))
+    return out
+
+
+class _Graph:
+    """The disjunctive graph of a classical job shop with a machine order chosen (mutable)."""
+
+    def __init__(self, instance: JobShopInstance, schedule: Sequence[ScheduledOperation]):
+        self.instance = instance
+        first = []
+        k = 0
+        for ops in instance.jobs:
+            first.append(k)
+            k += len(ops)
+        self.n = k
+        self.first = first
+        self.job = [j for j, ops in enumerate(instance.jobs) for _ in ops]
+        self.op = [i for ops in instance.jobs for i in range(len(ops))]
+        self.p = [alts[0][1] for ops in instance.jobs for alts in ops]
+        self.machine = [alts[0][0] for ops in instance.jobs for alts in ops]
+        releases = instance.release_dates or (0,) * instance.n_jobs
+        self.release = [releases[j] for j in self.job]
+        self.jpred = [-1 if self.op[o] == 0 else o - 1 for o in range(k)]
+        self.jsucc = [
+            o + 1 if self.op[o] + 1 < len(instance.jobs[self.job[o]]) else -1 for o in range(k)
+        ]
+        seqs: list[list[tuple[int, int]]] = [[] for _ in range(instance.n_machines)]
+        for so in schedule:
+            seqs[self.machine[first[so.job] + so.op]].append((so.start, first[so.job] + so.op))
+        self.mpred = [-1] * k
+        self.msucc = [-1] * k
+        for seq in seqs:
+            seq.sort()
+            for (_, a), (_, b) in itertools.pairwise(seq):
+                self.msucc[a], self.mpred[b] = b, a
+        self.head = [0] * k
+        self.tail = [0] * k  # longest path from the operation's start to the end, incl. p
+        self.makespan = 0
+
+    def evaluate(self) -> bool:
+        """Recompute heads, tails and the makespan; False if the machine orders form a cycle."""
+        n, p, jp, mp, js, ms = self.n, self.p, self.jpred, self.mpred, self.jsucc, self.msucc
+        indeg = [(jp[o] >= 0) + (mp[o] >= 0) for o in range(n)]
+        head = self.head
+        stack = [o for o in range(n) if indeg[o] == 0]
+        order = []
+        rel = self.release
+        while stack:
+            o = stack.pop()
+            order.append(o)
+            a, b = jp[o], mp[o]
+            h = rel[o]
+            if a >= 0 and head[a] + p[a] > h:
+                h = head[a] + p[a]
+            if b >= 0 and head[b] + p[b] > h:
+                h = head[b] + p[b]
+            head[o] = h
+            s = js[o]
+            if s >= 0:
+                indeg[s] -= 1
+                if indeg[s] == 0:
+                    stack.append(s)
+            s = ms[o]
+            if s >= 0:
+                indeg[s] -= 1
+                if indeg[s] == 0:
+                    stack.append(s)
+        if len(order) < n:
+            return False
+        tail = self.tail
+        for o in reversed(order):
+            a, b = js[o], ms[o]
+            t = tail[a] if a >= 0 else 0
+            if b >= 0 and tail[b] > t:
+                t = tail[b]
+            tail[o] = t + p[o]
+        self.makespan = max(head[o] + p[o] for o in range(n))
+        return True
+
+    def critical_blocks(self, rng: random.Random) -> list[list[int]]:
+        """The blocks of one critical path (machine predecessors preferred when both are tight)."""
+        head, p, jp, mp, cmax = self.head, self.p, self.jpred, self.mpred, self.makespan
+        ends = [o for o in range(self.n) if head[o] + p[o] == cmax]
+        cur = ends[rng.randrange(len(ends))]
+        path = [cur]
+        while True:
+            b = mp[cur]
+            if b >= 0 and head[b] + p[b] == head[cur]:
+                cur = b
+            else:
+                a = jp[cur]
+                if a >= 0 and head[a] + p[a] == head[cur]:
+                    cur = a
+                else:
+                    break
+            path.append(cur)
+        path.reverse()
+        blocks = [[path[0]]]
+        for prev, o in itertools.pairwise(path):
+            if self.msucc[prev] == o:
+                blocks[-1].append(o)
+            else:
+                blocks.append([o])
+        return blocks
+
+    def n5_moves(self, blocks: list[list[int]]) -> list[tuple[int, int]]:
+        """Adjacent pairs ``(u, v)`` (``v`` follows ``u`` on their machine) that N5 may swap."""
+        last = len(blocks) - 1
+        moves: list[tuple[int, int]] = []
+        for i, b in enumerate(blocks):
+            if len(b) < 2 or last == 0:
+                continue
+            if i > 0:
+                moves.append((b[0], b[1]))
+            if i < last and (i == 0 or len(b) > 2):
+                moves.append((b[-2], b[-1]))
+        return moves
+
+    def estimate(self, u: int, v: int) -> int:
+        """Head/tail estimate of the makespan once ``u`` and its machine successor ``v`` swap."""
+        head, tail, p = self.head, self.tail, self.p
+        a, b = self.jpred[v], self.mpred[u]
+        hv = self.release[v]
+        if a >= 0 and head[a] + p[a] > hv:
+            hv = head[a] + p[a]
+        if b >= 0 and head[b] + p[b] > hv:
+            hv = head[b] + p[b]
+        a = self.jpred[u]
+        hu = hv + p[v]
+        if a >= 0 and head[a] + p[a] > hu:
+            hu = head[a] + p[a]
+        a, b = self.jsucc[u], self.msucc[v]
+        tu = tail[a] if a >= 0 else 0
+        if b >= 0 and tail[b] > tu:
+            tu = tail[b]
+        tu += p[u]
+        a = self.jsucc[v]
+        tv = tail[a] if a >= 0 else 0
+        if tu > tv:
+            tv = tu
+        tv += p[v]
+        return max(hv + tv, hu + tu)
+
+    def swap(self, u: int, v: int) -> None:
+        """Put ``v`` (``u``'s machine successor) before ``u``."""
+        mp, ms = self.mpred, self.msucc
+        b, c = mp[u], ms[v]
+        if b >= 0:
+            ms[b] = v
+        if c >= 0:
+            mp[c] = u
+        mp[v], ms[v] = b, u
+        mp[u], ms[u] = v, c
+
+    def orders(self) -> tuple[list[int], list[int]]:
+        return list(self.mpred), list(self.msucc)
+
+    def set_orders(self, orders: tuple[list[int], list[int]]) -> None:
+        self.mpred, self.msucc = list(orders[0]), list(orders[1])
+
+    def schedule(self) -> list[ScheduledOperation]:
+        out = [
+            ScheduledOperation(
+                self.job[o], self.op[o], self.machine[o], self.head[o], self.head[o] + self.p[o]
+            )
+            for o in range(self.n)
+        ]
+        out.sort(key=lambda s: (s.start, s.machine))
+        return out
+
+
+def tabu_search(
+    instance: JobShopInstance,
+    start: Sequence[ScheduledOperation],
+    time_limit_s: float = 10.0,
+    seed: int = 0,
+    stall_iterations: int = 2500,
+    max_iterations: int | None = None,
+    target: int | None = None,
+    clock: float | None = None,
+    stage: str = "tabu",
+) -> SearchResult:
+    """Improve ``start`` with N5 tabu search on the critical path (see the module docstring).
+
+    Args:
+        instance: A classical job shop.
+        start: A complete feasible schedule (any start times; its machine orders are used).
+        time_limit_s: Wall-clock budget.
+        seed: Seed of the tie-breaking, tenure and restart randomness.
+        stall_iterations: Iterations without improvement before a restart from the best.
+        max_iterations: Optional cap on moves (for reproducible tests).
+        target: Stop as soon as this makespan is reached (e.g. a known optimum or lower bound).
+        clock: ``time.perf_counter()`` value the anytime log counts from (default: now).
+        stage: Name written in the anytime log.
+
+    Returns:
+        The best schedule found; its makespan is at most ``start``'s.
+    """
+    require_classical(instance, "tabu_search")
+    if time_limit_s < 0:
+        raise PolicyError(f"tabu_search: time_limit_s must be >= 0, got {time_limit_s}")
+    started = time.perf_counter()
+    t0 = started if clock is None else clock
+    rng = random.Random(seed)
+    g = _Graph(instance, start)
+    if not g.evaluate():
+        raise PolicyError("tabu_search: the start schedule's machine orders contain a cycle")
+    best_ms = g.makespan
+    best_orders = g.orders()
+    log = [AnytimePoint(time.perf_counter() - t0, best_ms, stage)]
+    base = 10 + instance.n_jobs // max(1, instance.n_machines)
+    tabu: dict[tuple[int, int], int] = {}
+    it = 0
+    last_improve = 0
+    deadline = started + time_limit_s
+    while (max_iterations is None or it < max_iterations) and (target is None or best_ms > target):
+        if (it & 15) == 0 and time.perf_counter() >= deadline:
+            break
+        it += 1
+        moves = g.n5_moves(g.critical_blocks(rng))
+        if not moves:
+            break  # one critical block: the makespan is a machine's load, hence optimal
+        pick: tuple[int, int] | None = None
+        pick_val = 1 << 62
+        for u, v in moves:
+            val = g.estimate(u, v)
+            if tabu.get((u, v), 0) > it and val >= best_ms:
+                continue
+            if val < pick_val or (val == pick_val and rng.random() < 0.5):
+                pick, pick_val = (u, v), val
+        if pick is None:
+            pick = moves[rng.randrange(len(moves))]
+        u, v = pick
+        g.swap(u, v)
+        if not g.evaluate():  # only possible with zero processing times
+            g.swap(v, u)
+            g.evaluate()
+            tabu[(u, v)] = it + base
+            continue
+        tabu[(v, u)] = it + rng.randint(base, base + base // 2)
+        if g.makespan < best_ms:
+            best_ms, best_orders, last_improve = g.makespan, g.orders(), it
+            log.append(AnytimePoint(time.perf_counter() - t0, best_ms, stage))
+        elif it - last_improve > stall_iterations:
+            g.set_orders(best_orders)
+            g.evaluate()
+            for _ in range(rng.randint(2, 6)):
+                kick = g.n5_moves(g.critical_blocks(rng))
+                if not kick:
+                    break
+                u, v = kick[rng.randrange(len(kick))]
+                g.swap(u, v)
+                if not g.evaluate():
+                    g.swap(v, u)
+                    g.evaluate()
+            tabu.clear()
+            last_improve = it
+    g.set_orders(best_orders)
+    g.evaluate()
+    return SearchResult(best_ms, g.schedule(), log, it, time.perf_counter() - started)
