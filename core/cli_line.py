@@ -135,7 +135,7 @@ def simulate(
     except PolicyError as exc:
         raise PolicyError(f"--release: {exc}") from None
     # outputs are checked before the simulation, so that no run is lost to a bad path
-    from taktline.envs.eventlog import EVENT_LOG_SUFFIXES, GANTT_SUFFIXES
+    from taktline.envs.eventlog import EVENT_LOG_SUFFIXES, GANTT_SUFFIXES, watch_families
     from taktline.envs.files import check_output_file
 
     if events is not None:
@@ -152,9 +152,10 @@ def simulate(
             for i in range(replications):
                 log = i == 0 and (events is not None or gantt is not None) and rule is rules[0]
                 twin = Twin(spec, seed + i, rule, rel, warmup=warm, log_events=log)
+                families = watch_families(twin) if log else None
                 twin.run(until)
                 if log:
-                    _export(twin, events, gantt)
+                    _export(twin, events, gantt, families)
                 runs.append(twin.kpis())
                 progress.advance(task)
             results[rule.name] = runs
@@ -175,17 +176,20 @@ def simulate(
             }
         )
         return
-    table = Table(
-        title=f"{spec.name}: {replications} replications, seeds {seed}..{seed + replications - 1},"
-        f" release {rel.name} (mean ± 95% CI)"
+    from taktline.tables import estimate_cell, fitting_table, terminal_console
+
+    table = fitting_table(
+        f"{spec.name}: {replications} replications, seeds {seed}..{seed + replications - 1},"
+        f" release {rel.name} (mean ±95% CI)"
     )
-    table.add_column("KPI")
+    table.add_column("KPI", overflow="fold", min_width=max(len(k) for k in HEADLINE))
     for name in results:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", overflow="fold")
     summaries = {name: summarize(runs) for name, runs in results.items()}
     for k in HEADLINE:
-        table.add_row(k, *[str(summaries[n][k]) for n in results])
-    console.print(table)
+        cells = [summaries[n][k] for n in results]
+        table.add_row(k, *[estimate_cell(e.mean, e.half_width if e.n > 1 else None) for e in cells])
+    terminal_console().print(table)
 
 
 def _window(
@@ -212,7 +216,9 @@ def _window(
     return horizon, warmup
 
 
-def _export(twin: Twin, events: Path | None, gantt: Path | None) -> None:
+def _export(
+    twin: Twin, events: Path | None, gantt: Path | None, families: dict[int, str] | None
+) -> None:
     from taktline.envs.eventlog import export_events, gantt_bars
 
     if events is not None:
@@ -221,7 +227,7 @@ def _export(twin: Twin, events: Path | None, gantt: Path | None) -> None:
     if gantt is not None:
         from taktline.envs.jobshop.gantt import plot_gantt
 
-        plot_gantt(gantt_bars(twin), gantt, title=twin.spec.name)
+        plot_gantt(gantt_bars(twin, families), gantt, title=twin.spec.name)
         err_console.print(f"Gantt chart written to {gantt}")
 
 

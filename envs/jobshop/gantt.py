@@ -1,9 +1,12 @@
 """Gantt charts of schedules (matplotlib, Agg backend; PNG, SVG or PDF by file suffix).
 
-Machines are rows; each job has one colour wherever it appears; setups are hatched bars in
-the colour of the job they prepare, breakdowns (``down``) are grey cross-hatched bars. Any list
-of objects (or mappings) with ``machine``, ``job``, ``start``, ``end`` and ``kind`` fields can
-be drawn, so the line twin passes its own records.
+Machines are rows; bars are coloured by ``family`` when the bars name one (a line twin's, see
+:func:`taktline.envs.eventlog.gantt_bars`), by job otherwise; setups are hatched bars in the
+colour they prepare, breakdowns (``down``) are grey cross-hatched bars. The legend keys the
+families and the states (processing, setup, down), never the jobs: a line runs hundreds of them
+(job numbers are written on the bars wide enough to hold them). Any list of objects (or
+mappings) with ``machine``, ``job``, ``start``, ``end``, ``kind`` (and optionally ``family``)
+fields can be drawn, so the line twin passes its own records.
 
 >>> import tempfile, pathlib
 >>> bars = [GanttBar("M1", 0, 0, 3), GanttBar("M1", None, 3, 5, "down"),
@@ -38,6 +41,7 @@ class GanttBar:
     start: float
     end: float
     kind: BarKind = "process"
+    family: str | None = None
 
 
 def bars_from_schedule(schedule: Iterable[ScheduledOperation]) -> list[GanttBar]:
@@ -76,7 +80,36 @@ def _as_bar(item: Any, index: int) -> GanttBar:
     if end < start:
         raise SpecError(f"bars[{index}]: ends ({end}) before it starts ({start})")
     job = get("job")
-    return GanttBar(str(get("machine")), None if job is None else int(job), start, end, kind)  # type: ignore[arg-type]
+    family = get("family")
+    return GanttBar(
+        str(get("machine")),
+        None if job is None or int(job) < 0 else int(job),
+        start,
+        end,
+        kind,  # type: ignore[arg-type]
+        None if family is None else str(family),
+    )
+
+
+def legend_labels(bars: Sequence[Any]) -> list[str]:
+    """The legend :func:`plot_gantt` draws for ``bars``: families and states, never jobs.
+
+    >>> legend_labels([GanttBar("M1", 0, 0, 3, family="suv"), GanttBar("M1", None, 3, 5, "down")])
+    ['family suv', 'down']
+    >>> legend_labels([GanttBar("M1", 7, 0, 3), GanttBar("M2", 8, 0, 1, "setup")])
+    ['processing (job)', 'setup']
+    """
+    return _legend([_as_bar(b, i) for i, b in enumerate(bars)])
+
+
+def _legend(items: Sequence[GanttBar]) -> list[str]:
+    # a line runs hundreds of jobs: a legend of them would neither fit nor help
+    families = sorted({b.family for b in items if b.family is not None})
+    labels = [f"family {f}" for f in families]
+    if not families and any(b.kind == "process" for b in items):
+        labels.append("processing (job)")
+    labels += [k for k in ("setup", "down") if any(b.kind == k for b in items)]
+    return labels
 
 
 def plot_gantt(
@@ -111,6 +144,14 @@ def plot_gantt(
     )
     row_of = {label: i for i, label in enumerate(rows)}
     jobs = sorted({b.job for b in items if b.job is not None})
+    families = sorted({b.family for b in items if b.family is not None})
+    family_index = {f: i for i, f in enumerate(families)}
+
+    def colour_of(b: GanttBar) -> tuple[float, float, float]:
+        if b.family is not None:
+            return job_colour(family_index[b.family])
+        return job_colour(b.job) if b.job is not None else (0.6, 0.6, 0.6)
+
     makespan = max((b.end for b in items), default=0.0)
 
     fig, ax = plt.subplots(
@@ -120,7 +161,7 @@ def plot_gantt(
         y = row_of.get(b.machine)
         if y is None:
             raise SpecError(f"bar on machine {b.machine!r} is not in machine_order {rows}")
-        colour = job_colour(b.job) if b.job is not None else (0.6, 0.6, 0.6)
+        colour = colour_of(b)
         if b.kind == "process":
             style: dict[str, Any] = {"color": colour, "edgecolor": "black", "linewidth": 0.4}
         elif b.kind == "setup":
@@ -136,13 +177,17 @@ def plot_gantt(
     ax.set_xlim(0, makespan * 1.01 if makespan else 1)
     ax.set_xlabel(f"time ({time_unit})" if time_unit else "time")
     ax.set_title(f"{title + ' - ' if title else ''}makespan {makespan:g}")
-    handles = [
-        Patch(facecolor=job_colour(j), edgecolor="black", label=f"job {j}") for j in jobs[:20]
-    ]
-    if any(b.kind == "setup" for b in items):
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="////", label="setup"))
-    if any(b.kind == "down" for b in items):
-        handles.append(Patch(facecolor=(0.85,) * 3, edgecolor="black", hatch="xx", label="down"))
+    handles = []
+    for label in _legend(items):
+        if label.startswith("family "):
+            colour = job_colour(family_index[label[7:]])
+            handles.append(Patch(facecolor=colour, edgecolor="black", label=label))
+        elif label == "setup":
+            handles.append(Patch(facecolor="white", edgecolor="black", hatch="////", label=label))
+        elif label == "down":
+            handles.append(Patch(facecolor=(0.85,) * 3, edgecolor="black", hatch="xx", label=label))
+        else:
+            handles.append(Patch(facecolor=job_colour(0), edgecolor="black", label=label))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     fig.tight_layout()
