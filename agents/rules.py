@@ -126,8 +126,15 @@ ReleaseRule = ImmediateRelease | ConwipRelease | KanbanRelease
 
 
 def get_rule(name: str) -> DispatchRule:
-    """The dispatching rule called ``name`` (case-insensitive)."""
-    return DispatchRule(name.upper(), rule_key(name))
+    """The dispatching rule called ``name`` (case-insensitive): a plain rule (``ATC``) or a
+    parametric one (``ATC(k=2.5)``, ``SAME(threshold=3,pick=largest)``, see
+    :mod:`taktline.agents.tuned`).
+    """
+    if "(" in name:
+        from taktline.agents.tuned import parse_rule  # tuned builds on DispatchRule
+
+        return parse_rule(name)
+    return DispatchRule(name.strip().upper(), rule_key(name.strip()))
 
 
 def get_release_rule(text: str) -> ReleaseRule:
