@@ -18,7 +18,7 @@ schedule and its best objective bound, so ``status == "optimal"`` means
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,7 @@ def solve(
     num_workers: int = 2,
     hint: Sequence[ScheduledOperation] | None = None,
     seed: int = 0,
+    on_solution: Callable[[float, int], None] | None = None,
 ) -> CpSatResult:
     """Minimise the makespan of ``instance`` with CP-SAT.
 
@@ -81,6 +82,8 @@ def solve(
         num_workers: CP-SAT search workers.
         hint: Optional starting schedule (e.g. from a dispatching rule).
         seed: CP-SAT random seed.
+        on_solution: Called with ``(seconds since the solve began, makespan)`` at every
+            improving solution (an anytime log).
     """
     from ortools.sat.python import cp_model
 
@@ -144,7 +147,16 @@ def solve(
     solver.parameters.num_workers = num_workers
     solver.parameters.random_seed = seed
     t0 = time.perf_counter()
-    code = solver.solve(model)
+    if on_solution is None:
+        code = solver.solve(model)
+    else:
+        report = on_solution
+
+        class _Log(cp_model.CpSolverSolutionCallback):
+            def on_solution_callback(self) -> None:
+                report(time.perf_counter() - t0, round(self.objective_value))
+
+        code = solver.solve(model, _Log())
     wall = time.perf_counter() - t0
     names: dict[Any, str] = {
         cp_model.OPTIMAL: "optimal",
