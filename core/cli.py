@@ -54,6 +54,9 @@ _COMMAND_MODULES = (
     "taktline.cli_serve",
     "taktline.cli_tune",
     "taktline.cli_demo",
+    "taktline.cli_compare",
+    "taktline.cli_optimize",
+    "taktline.cli_fit",
 )
 
 for _name in _COMMAND_MODULES:
