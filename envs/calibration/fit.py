@@ -186,7 +186,12 @@ def fit_durations(
     full = x
     if x.size > MAX_FIT_SAMPLES:
         x = np.random.default_rng(seed).choice(x, MAX_FIT_SAMPLES, replace=False)
-    base = {"n": n + int(c.size), "n_censored": int(c.size), "mean": mean, "std": std}
+    base: dict[str, Any] = {
+        "n": n + int(c.size),
+        "n_censored": int(c.size),
+        "mean": mean,
+        "std": std,
+    }
     if n == 1 or float(x.max() - x.min()) <= 1e-9 * max(1.0, abs(mean)):
         d = {"dist": "deterministic", "value": max(mean, 0.0)}
         return Fit(d, fitted_mean=max(mean, 0.0), ks=0.0, p_value=1.0, sample=x, **base)
