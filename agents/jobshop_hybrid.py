@@ -250,7 +250,9 @@ def hybrid_solve(
     left = time_limit_s - (time.perf_counter() - t0)
     if lower is None and left > 0.05:
         step = step_time_s or min(2.0, max(0.2, 0.05 * time_limit_s))
-        res = lns(instance, best, left, num_workers, seed, step, target=trivial, clock=t0)
+        # small shops start with (nearly) every operation free: a full warm-started solve
+        share = min(1.0, max(0.2, 80 / instance.n_operations))
+        res = lns(instance, best, left, num_workers, seed, step, share, trivial, t0)
         log += [p for p in res.log if p.makespan < best_ms]
         best, best_ms = res.schedule, res.makespan
         lower = res.lower_bound if res.lower_bound is not None else lower

@@ -18,6 +18,7 @@ from taktline.errors import SpecError, check_number
 from taktline.jsonout import echo_json as _echo_json
 
 if TYPE_CHECKING:
+    from taktline.envs.jobshop.instance import JobShopInstance
     from taktline.envs.jobshop.schedule import ScheduledOperation
 
 console = Console()
@@ -74,48 +75,164 @@ def _gantt(schedule: Sequence[ScheduledOperation], path: Path, title: str) -> No
     console.print(f"Gantt chart written to {path}", highlight=False)
 
 
+SOLVE_METHODS: tuple[str, ...] = ("cpsat", "rule", "policy", "hybrid")
+
+
+def _write_anytime_log(path: Path, points: Sequence[tuple[float, int, str]]) -> None:
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["time_s", "best_makespan", "stage"])
+        for t, ms, stage in points:
+            writer.writerow([f"{t:.4f}", ms, stage])
+    console.print(f"anytime log written to {path}", highlight=False)
+
+
 def solve(
     instance: InstanceArg,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="cpsat (exact solver), rule (best rule + sampling), hybrid (rules -> tabu search"
+            " -> CP-SAT LNS) or policy (a shipped trained network)",
+        ),
+    ] = "cpsat",
     time_limit: Annotated[
-        float, typer.Option("--time-limit", help="CP-SAT wall-clock limit, seconds")
+        float, typer.Option("--time-limit", help="wall-clock limit, seconds")
     ] = 10.0,
     workers: Annotated[int, typer.Option("--workers", help="CP-SAT search workers")] = 2,
+    anytime_log: Annotated[
+        Path | None,
+        typer.Option("--anytime-log", help="write the best makespan over time (.csv)"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the search")] = 0,
     json_out: JsonOpt = False,
     gantt: GanttOpt = None,
 ) -> None:
-    """Solve a job shop (or flexible job shop) with OR-Tools CP-SAT."""
-    from taktline.agents.cpsat import replay
-    from taktline.agents.cpsat import solve as cpsat_solve
+    """Solve a job shop: CP-SAT (default), a rule with sampling, or the anytime hybrid."""
     from taktline.envs.jobshop.bundled import resolve_instance
+    from taktline.errors import PolicyError
 
+    if method not in SOLVE_METHODS:
+        raise SpecError(f"--method: expected one of {', '.join(SOLVE_METHODS)}, got {method!r}")
     check_number("--time-limit", time_limit, above=0, hint="seconds, e.g. --time-limit 10")
     check_number("--workers", workers, minimum=1, hint="e.g. --workers 2")
+    if method == "policy":
+        raise PolicyError(
+            "--method policy: no trained job-shop policy ships with this version of taktline; "
+            "use --method hybrid (or rule, cpsat)"
+        )
     _check_gantt(gantt)
+    if anytime_log is not None:
+        from taktline.envs.files import check_output_file
+
+        check_output_file(anytime_log, "--anytime-log", (".csv",))
     inst = resolve_instance(instance)
-    result = cpsat_solve(inst, time_limit_s=time_limit, num_workers=workers)
+    if method == "cpsat":
+        _solve_cpsat(inst, time_limit, workers, seed, anytime_log, json_out, gantt)
+        return
+    from taktline.agents.jobshop_hybrid import hybrid_solve
+    from taktline.agents.jobshop_search import construct
+    from taktline.envs.jobshop.replay import check_schedule, replay_schedule
+
+    if method == "rule":
+        res = construct(inst, time_limit_s=time_limit, seed=seed)
+    else:
+        res = hybrid_solve(inst, time_limit_s=time_limit, num_workers=workers, seed=seed)
+    check_schedule(inst, res.schedule)
+    replayed = replay_schedule(inst, res.schedule).makespan
+    status = "optimal" if res.lower_bound is not None else "feasible"
+    if anytime_log is not None:
+        _write_anytime_log(anytime_log, [(p.time_s, p.makespan, p.stage) for p in res.log])
+    if gantt is not None:
+        _gantt(res.schedule, gantt, f"{inst.name} {method} {status}")
+    ref, kind = inst.reference()
+    if json_out:
+        _echo_json(
+            {
+                "instance": inst.name,
+                "method": method,
+                "status": status,
+                "makespan": res.makespan,
+                "lower_bound": res.lower_bound,
+                "wall_time_s": round(res.wall_time_s, 3),
+                "reference": ref,
+                "reference_kind": kind,
+                "replayed_makespan": replayed,
+                "anytime": [
+                    {"time_s": round(p.time_s, 4), "makespan": p.makespan, "stage": p.stage}
+                    for p in res.log
+                ],
+                "schedule": [so._asdict() for so in res.schedule],
+            }
+        )
+        return
+    _solve_table(
+        f"{method} on {inst.name} ({inst.n_jobs}x{inst.n_machines})",
+        [status, str(res.makespan), str(replayed), _fmt(res.lower_bound), _fmt(ref)],
+        kind,
+        res.wall_time_s,
+    )
+
+
+def _solve_table(title: str, cells: list[str], kind: str | None, wall_s: float) -> None:
+    table = Table(title=title)
+    cols = ("status", "makespan", "replayed", "lower bound", "known " + (kind or "bound"), "time s")
+    for col in cols:
+        table.add_column(col, justify="right")
+    table.add_row(*cells, f"{wall_s:.2f}")
+    console.print(table)
+
+
+def _solve_cpsat(
+    inst: JobShopInstance,
+    time_limit: float,
+    workers: int,
+    seed: int,
+    anytime_log: Path | None,
+    json_out: bool,
+    gantt: Path | None,
+) -> None:
+    """``solve --method cpsat``: OR-Tools CP-SAT, its schedule replayed through the builder."""
+    from taktline.agents.cpsat import replay
+    from taktline.agents.cpsat import solve as cpsat_solve
+
+    points: list[tuple[float, int, str]] = []
+    result = cpsat_solve(
+        inst,
+        time_limit_s=time_limit,
+        num_workers=workers,
+        seed=seed,
+        on_solution=lambda t, ms: points.append((t, ms, "cpsat")),
+    )
     # the solver's schedule, checked and rebuilt through the schedule builder (active scheme)
     replayed = replay(inst, result).makespan if result.schedule else None
+    if anytime_log is not None:
+        _write_anytime_log(anytime_log, points)
     if gantt is not None and result.schedule:
         _gantt(result.schedule, gantt, f"{inst.name} CP-SAT {result.status}")
     ref, kind = inst.reference()
     if json_out:
         data = result.as_dict()
         data.update({"reference": ref, "reference_kind": kind, "replayed_makespan": replayed})
+        data["method"] = "cpsat"
+        data["anytime"] = [{"time_s": round(t, 4), "makespan": m, "stage": s} for t, m, s in points]
         _echo_json(data)
         return
-    table = Table(title=f"CP-SAT on {inst.name} ({inst.n_jobs}x{inst.n_machines})")
-    cols = ("status", "makespan", "replayed", "lower bound", "known " + (kind or "bound"), "time s")
-    for col in cols:
-        table.add_column(col, justify="right")
-    table.add_row(
-        result.status,
-        _fmt(result.makespan),
-        _fmt(replayed),
-        str(result.lower_bound),
-        _fmt(ref),
-        f"{result.wall_time_s:.2f}",
+    _solve_table(
+        f"CP-SAT on {inst.name} ({inst.n_jobs}x{inst.n_machines})",
+        [
+            result.status,
+            _fmt(result.makespan),
+            _fmt(replayed),
+            str(result.lower_bound),
+            _fmt(ref),
+        ],
+        kind,
+        result.wall_time_s,
     )
-    console.print(table)
 
 
 def schedule(
