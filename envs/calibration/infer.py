@@ -336,7 +336,7 @@ def _arrivals(
     prods = first.index.map(prod_of_job)
     counts = prods.value_counts()
     mix = {p: float(counts.get(p, 0)) / len(first) for p in products}
-    if kind == "orders":
+    if kind == "orders" or len(first) < 3:
         return {
             "kind": "orders",
             "orders": [

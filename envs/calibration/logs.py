@@ -245,6 +245,13 @@ def _times(col: Any, name: str, time_unit: str, log: EventLog) -> Any:
         numeric = pd.to_numeric(col, errors="coerce")
         if numeric.notna().all():
             return _times(numeric, name, time_unit, log)
+        if numeric.notna().mean() > 0.5:  # a column of numbers with some that are not
+            bad = numeric.isna().to_numpy()
+            i = int(bad.nonzero()[0][0])
+            raise LogError(
+                f"{log.source}: column {name!r}: cannot read {col.iloc[i]!r} (row {i}) as a time;"
+                f" {int(bad.sum())} such rows; give numbers or ISO 8601 datetimes"
+            )
         try:
             stamps = pd.to_datetime(col, errors="coerce", utc=False, format="ISO8601")
         except (ValueError, TypeError):
