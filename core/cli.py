@@ -57,6 +57,7 @@ _COMMAND_MODULES = (
     "taktline.cli_compare",
     "taktline.cli_optimize",
     "taktline.cli_fit",
+    "taktline.cli_view",
 )
 
 for _name in _COMMAND_MODULES:

@@ -8,6 +8,8 @@ Routes (``/v1/*`` need a bearer API key unless ``env`` is ``local`` or the serve
 * ``GET /v1/policies``, ``POST /v1/policies/{name}/reload``.
 * ``GET /healthz`` (process up), ``GET /readyz`` (every policy loaded; load errors only for
   a key holder), ``GET /metrics``.
+* ``GET /ui``: the plant view (:mod:`taktline.serving.ui`; its data under ``/ui/api`` needs
+  the key too).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from taktline.serving.security import (
 )
 from taktline.serving.settings import Settings
 from taktline.serving.store import ModelStore, ReloadResult
+from taktline.serving.ui import DecisionFeed, mount_ui
 
 log = logging.getLogger("taktline.serving")
 
@@ -98,6 +101,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     store = store or ModelStore(settings)
     metrics = ServingMetrics()
     service = DecisionService(settings, store, metrics)
+    service.feed = DecisionFeed()  # the plant view's live mode reads it (/ui)
     if settings.torch_threads:
         with contextlib.suppress(ImportError):
             import torch
@@ -143,6 +147,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.feed = service.feed
     keys = [k.get_secret_value().encode() for k in settings.api_keys]
     authorized = [Depends(api_key_dependency(keys, settings.auth_enabled))]
     json_body = [*authorized, Depends(require_json)]  # 401/403 first, then 415
@@ -239,6 +244,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         and valid JSON whatever the input was (a rejected ``NaN`` is echoed as ``"NaN"``)."""
         detail = _json_safe(jsonable_encoder(_untagged(exc).errors()))
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    mount_ui(app, settings)  # the plant view (/ui), before the fast path reads the routes
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)

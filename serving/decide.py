@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 import numpy as np
@@ -40,6 +40,9 @@ from taktline.serving.schemas import (
 )
 from taktline.serving.settings import ServedPolicy, Settings
 from taktline.serving.store import LoadedPolicy, ModelStore
+
+if TYPE_CHECKING:
+    from taktline.serving.ui import DecisionFeed
 
 log = logging.getLogger("taktline.serving")
 shadow_log = logging.getLogger("taktline.serving.shadow")
@@ -143,6 +146,8 @@ class DecisionService:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        # the plant view's ring buffer (taktline.serving.ui): every answer, either path
+        self.feed: DecisionFeed | None = None
 
     async def _run_policy(self, loaded: LoadedPolicy | None, snapshot: Snapshot) -> PolicyAnswer:
         if loaded is None:
@@ -169,7 +174,18 @@ class DecisionService:
             raise PolicyUnusable("internal_error", f"{type(exc).__name__}: {exc}") from exc
 
     async def decide(self, name: str, snapshot: Snapshot) -> DecideResponse:
-        """The decision for ``snapshot`` by policy ``name`` (or its fallback rule)."""
+        """The decision for ``snapshot`` by policy ``name`` (or its fallback rule).
+
+        The routes and the fast path both answer through here, so the plant view's
+        :attr:`feed` sees every decision served, with its latency.
+        """
+        start = time.perf_counter()
+        response = await self._decide(name, snapshot)
+        if self.feed is not None:
+            self.feed.record(name, snapshot, response, time.perf_counter() - start)
+        return response
+
+    async def _decide(self, name: str, snapshot: Snapshot) -> DecideResponse:
         config = self.settings.policies[name]
         loaded = self.store.get(name)
         _check_decidable(snapshot)
