@@ -35,7 +35,13 @@ typecheck: install
 	cd /tmp && $(abspath $(BIN))/mypy --config-file $(abspath pyproject.toml) -p taktline.envs -p taktline.serving -p taktline.agents
 
 # make install compiles the twin, so a test run here expects the compiled engine (not a fallback).
+# The plant view's browser test needs Debian's chromium and chromium-driver: installed here when
+# missing and running as root; where that fails the test skips and says why.
 pytest: install
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+	  || echo "taktline: chromium/chromium-driver not installed; the browser test will skip" >&2
 	TAKTLINE_REQUIRE_COMPILED=1 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
 
 test: lint typecheck pytest
