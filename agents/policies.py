@@ -250,7 +250,9 @@ class RulePolicy(Policy):
         self.dispatch_rule = get_rule(rule) if self.kind == "dispatch" else None
         release = rule if self.kind == "release" else release
         self.release_rule = get_release_rule(release) if release is not None else None
-        self.name = rule.strip().upper()
+        self.name = (
+            self.dispatch_rule.name if self.dispatch_rule is not None else rule.strip().upper()
+        )
 
     # -- the decide path ---------------------------------------------------------------
     def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
@@ -313,9 +315,7 @@ class RulePolicy(Policy):
                     "env_kwargs.rules"
                 )
             return int(codec.rules.index(self.name))
-        decision = self._line_dispatch(snap, len(mask))
-        station, _ = pending_dispatch(snap)
-        return next(k for k, rec in enumerate(station.queue) if rec.id == decision.job)
+        return dispatch_action(snap, self._line_dispatch(snap, len(mask)))
 
     def _release_action(self, snap: LineSnapshot, codec: Any, mask: np.ndarray) -> int:
         if self.release_rule is None:
@@ -327,6 +327,19 @@ class RulePolicy(Policy):
             return int(min(n, int(np.flatnonzero(mask).max())))
         cap = getattr(self.release_rule, "wip_cap", codec.max_release)
         return int(min(cap, codec.max_release))
+
+
+def dispatch_action(snapshot: LineSnapshot, decision: Decision) -> int:
+    """The job-mode action of a line env that means ``decision``: the job's place in the queue
+    of the pending dispatch (what ``LineDispatch-v0`` with ``action_mode="job"`` decodes)."""
+    station, _ = pending_dispatch(snapshot)
+    for k, rec in enumerate(station.queue):
+        if rec.id == decision.job:
+            return k
+    raise PolicyError(
+        f"decision.job: {decision.job!r} is not waiting at {station.name!r}; decide on the "
+        "env's own snapshot"
+    )
 
 
 def _jobshop_decision(snapshot: JobShopSnapshot, job: int) -> Decision:
@@ -461,7 +474,13 @@ def load_policy(ref: str, seed: int = 0) -> Policy:
     head = text.upper().partition("(")[0]
     if head.startswith("RULE:"):
         return RulePolicy(text[5:])
-    if head in DISPATCH_RULES or head in RELEASE_RULES:
+    if head == "LOOKAHEAD":
+        from taktline.agents.lookahead import LookaheadPolicy
+
+        return LookaheadPolicy.parse(text)
+    from taktline.agents.tuned import FAMILIES
+
+    if head in DISPATCH_RULES or head in RELEASE_RULES or head in FAMILIES:
         return RulePolicy(text)
     if head == "CPSAT" or head.startswith("CPSAT:"):
         raw = text.partition(":")[2].strip() or "10"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -126,10 +126,15 @@ def simulate(
     spec = load_spec(line)
     until, warm = _window(spec, horizon, warmup)
     check_number("--seed", seed, minimum=0, hint="seeds are non-negative integers")
-    try:
-        rules = [get_rule(p) for p in (policy or ["FIFO"])]
-    except PolicyError as exc:
-        raise PolicyError(f"--policy: {exc}") from None
+    from taktline.agents.lookahead import LookaheadPolicy
+
+    rules: list[Any] = []
+    for p in policy or ["FIFO"]:
+        try:
+            lookahead = p.strip().upper().startswith("LOOKAHEAD")
+            rules.append(LookaheadPolicy.parse(p, spec) if lookahead else get_rule(p))
+        except PolicyError as exc:
+            raise PolicyError(f"--policy: {exc}") from None
     try:
         rel = get_release_rule(release)
     except PolicyError as exc:
@@ -151,9 +156,15 @@ def simulate(
             runs = []
             for i in range(replications):
                 log = i == 0 and (events is not None or gantt is not None) and rule is rules[0]
-                twin = Twin(spec, seed + i, rule, rel, warmup=warm, log_events=log)
+                searching = isinstance(rule, LookaheadPolicy)
+                twin = Twin(
+                    spec, seed + i, None if searching else rule, rel, warmup=warm, log_events=log
+                )
                 families = watch_families(twin) if log else None
-                twin.run(until)
+                if searching:
+                    rule.run(twin, until)  # decides on the twin's snapshots, one by one
+                else:
+                    twin.run(until)
                 if log:
                     _export(twin, events, gantt, families)
                 runs.append(twin.kpis())

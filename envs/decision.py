@@ -29,3 +29,9 @@ class Decision(BaseModel):
     count: int | None = None
     rule: str | None = Field(default=None, description="rule a rule-choosing policy picked")
     wip_cap: int | None = Field(default=None, description="cap a WIP-cap policy set")
+    note: str | None = Field(
+        default=None,
+        max_length=200,
+        description="why the policy decided as it did when it did not search as asked "
+        "(a lookahead out of time answers with its base rule)",
+    )

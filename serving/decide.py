@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, NoReturn
 
@@ -42,6 +42,7 @@ from taktline.serving.settings import ServedPolicy, Settings
 from taktline.serving.store import LoadedPolicy, ModelStore
 
 if TYPE_CHECKING:
+    from taktline.agents.lookahead import LookaheadPolicy
     from taktline.serving.ui import DecisionFeed
 
 log = logging.getLogger("taktline.serving")
@@ -87,13 +88,40 @@ def rule_label(snapshot: Snapshot, config: ServedPolicy, rule: str | None = None
     return rule or config.fallback_rule
 
 
-def policy_decision(loaded: LoadedPolicy, snapshot: Snapshot) -> PolicyAnswer:
+@lru_cache(maxsize=16)
+def lookahead_policy(ref: str, budget_ms: float) -> LookaheadPolicy:
+    """The lookahead a ``rule:LOOKAHEAD(...)`` reference names, built once per reference, with
+    a per-decision budget inside the server's decision timeout unless the reference sets one."""
+    from taktline.agents.lookahead import LookaheadPolicy, parse_config
+
+    config = parse_config(ref)
+    if not config.budget_ms:
+        config = replace(config, budget_ms=budget_ms)
+    return LookaheadPolicy(config)
+
+
+def lookahead_decision(ref: str, snapshot: Snapshot, timeout_s: float) -> Decision:
+    """The lookahead's decision on the posted snapshot (restored with ``Twin.from_snapshot``);
+    out of budget it answers with its base rule and says so in ``decision.note``."""
+    budget_ms = 700.0 * timeout_s  # 70% of the decision timeout: the rest is restore and I/O
+    try:
+        return lookahead_policy(ref, budget_ms).decide(snapshot)
+    except TaktlineError as exc:
+        raise PolicyUnusable("out_of_range", str(exc)) from exc
+
+
+def policy_decision(
+    loaded: LoadedPolicy, snapshot: Snapshot, timeout_s: float = 1.0
+) -> PolicyAnswer:
     """The policy's own decide path, :meth:`NeuralPolicy.decide_action` (``encode -> act ->
     decode``), or the rule's (blocking; the caller bounds its time).
 
     Raises:
         PolicyUnusable: with the reason the fallback will report.
     """
+    if loaded.rule is not None and loaded.rule.startswith("LOOKAHEAD("):
+        decision = lookahead_decision(loaded.rule, snapshot, timeout_s)
+        return PolicyAnswer(None, decision, loaded.version)
     if loaded.rule is not None:  # a rule served as the policy: the fallback's own code
         return PolicyAnswer(
             None, rule_decision(snapshot, loaded.config, loaded.rule), loaded.version
@@ -157,13 +185,13 @@ class DecisionService:
             mode = self.settings.policy_execution
             if mode == "inline" or (mode == "auto" and loaded.fast):
                 start = time.perf_counter()
-                answer = policy_decision(loaded, snapshot)
+                answer = policy_decision(loaded, snapshot, timeout)
                 if time.perf_counter() - start > timeout:
                     raise TimeoutError
                 return answer
             with anyio.fail_after(timeout):
                 return await anyio.to_thread.run_sync(
-                    policy_decision, loaded, snapshot, abandon_on_cancel=True
+                    policy_decision, loaded, snapshot, timeout, abandon_on_cancel=True
                 )
         except TimeoutError as exc:
             raise PolicyUnusable("timeout", f"no answer within {timeout} s") from exc

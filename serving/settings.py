@@ -54,7 +54,8 @@ class ServedPolicy(BaseModel):
 
     ref: str
     """``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, the path of a bundle directory, or
-    ``rule:NAME`` to serve a dispatching rule as the policy."""
+    ``rule:NAME`` to serve a dispatching rule as the policy (``rule:LOOKAHEAD(base=SAME,
+    horizon=60,k=8,line=bodyshop)``: the lookahead on twin forks of each posted snapshot)."""
     fallback_rule: str = "SPT"
     """Dispatching rule used when the policy cannot answer (and the incumbent in shadow mode)."""
     fallback_release: str = "IMMEDIATE"
@@ -67,8 +68,13 @@ class ServedPolicy(BaseModel):
     def _check_ref(cls, ref: str) -> str:
         ref = ref.strip()
         if ref[: len(_RULE_PREFIX)].lower() == _RULE_PREFIX:
+            text = ref[len(_RULE_PREFIX) :].strip()
             try:
-                return _RULE_PREFIX + get_rule(ref[len(_RULE_PREFIX) :].strip()).name
+                if text.upper().startswith("LOOKAHEAD"):  # search on twin forks
+                    from taktline.agents.lookahead import parse_config
+
+                    return _RULE_PREFIX + parse_config(text).label()
+                return _RULE_PREFIX + get_rule(text).name
             except PolicyError as exc:
                 raise ValueError(f"{ref!r}: {exc}") from None
         if ref.startswith("models:/"):

@@ -123,6 +123,8 @@ class LoadedPolicy:
     def fast(self) -> bool:
         """Whether one decision is a small, bounded computation (the numpy MLP kernel or a
         rule): safe to run on the event loop without a worker thread."""
+        if self.rule is not None:  # a lookahead simulates: a worker thread, bounded in time
+            return not self.rule.startswith("LOOKAHEAD(")
         return self.bundle is None or self.bundle.frozen
 
 
