@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,17 +182,26 @@ def paired_test(d: np.ndarray, higher_is_better: bool) -> dict[str, Any]:
 
 
 def run_episode(
-    policy: Policy, env: gym.Env[Any, Any], seed: int, metric: str
+    policy: Policy,
+    env: gym.Env[Any, Any],
+    seed: int,
+    metric: str,
+    latencies_ms: list[float] | None = None,
 ) -> tuple[float, dict[str, Any]]:
-    """Play one episode; return the metric and the final KPIs (plus ``return``)."""
+    """Play one episode; return the metric and the final KPIs (plus ``return``). With
+    ``latencies_ms``, each decision's time in ``policy.choose`` is appended to it."""
     obs, _ = env.reset(seed=seed)
     base = env.unwrapped
     policy.begin_episode(env)
     total, done = 0.0, False
     info: dict[str, Any] = {}
+    clock = time.perf_counter
     while not done:
         mask = base.action_masks()  # type: ignore[attr-defined]
+        t0 = clock()
         a = policy.choose(env, obs, mask)
+        if latencies_ms is not None:
+            latencies_ms.append(1000.0 * (clock() - t0))
         if not mask[a]:
             raise PolicyError(f"policy {policy.name}: chose masked action {a}")
         obs, r, term, trunc, info = env.step(a)
