@@ -130,7 +130,7 @@ def test_decisions_depend_on_the_snapshot_only_never_on_the_twins_future() -> No
     """A twin restored from the snapshot with another seed has another future; the lookahead
     sees the same snapshot and so decides the same (nothing is read off the true future)."""
     spec = load_spec("bodyshop")
-    twin, snap = _decision_snapshot("bodyshop", seed=11)
+    _, snap = _decision_snapshot("bodyshop", seed=11)
     other = Twin.from_snapshot(spec, snap, seed=999)
     assert other.run_until_decision() is not None
     policy = LookaheadPolicy.parse("LOOKAHEAD(base=SAME,horizon=30,k=3)", spec)
