@@ -43,8 +43,9 @@ from taktline.envs.jobshop.instance import JobShopInstance
 from taktline.envs.jobshop.schedule import ScheduledOperation
 from taktline.errors import PolicyError
 
-#: Rules tried first by :func:`construct` (both generation schemes each).
-CONSTRUCT_RULES: tuple[str, ...] = ("MWKR", "MOPNR", "SPT", "FIFO", "LPT")
+#: The greedy rules :func:`construct` runs (both generation schemes each): most work remaining,
+#: most operations remaining, shortest and longest processing time, earliest ready.
+CONSTRUCT_RULES: tuple[str, ...] = ("MWKR", "MOPNR", "SPT", "LPT", "FIFO")
 
 
 @dataclass(frozen=True)
@@ -95,57 +96,71 @@ def construct(
     noise: float = 0.3,
     clock: float | None = None,
 ) -> SearchResult:
-    """The best schedule of the dispatching rules and of noisy most-work-remaining sampling.
+    """The best schedule of the greedy rules and of noisy most-work-remaining sampling.
+
+    Every pass builds one batch in lockstep: a greedy row per rule of :data:`CONSTRUCT_RULES`
+    (ties to the lowest job id), then rows whose remaining-work priority carries uniform noise.
+    The first pass (non-delay scheme) always runs; then passes in both schemes while time is
+    left.
 
     Args:
         instance: A classical job shop.
-        time_limit_s: Budget; the rules always run once, sampling only while time is left.
+        time_limit_s: Budget; the first pass runs regardless.
         seed: Seed of the sampling noise.
-        batch_size: Schedules built per batched pass.
-        noise: Relative noise on the remaining-work priority (0 would sample only ties).
+        batch_size: Schedules built per pass and scheme (at least one per rule).
+        noise: Noise on the remaining-work priority, relative to the mean job's work.
         clock: ``time.perf_counter()`` value the anytime log counts from (default: now).
     """
-    from taktline.agents.jobshop_dispatch import dispatch
     from taktline.envs.jobshop.batch import JobShopBatch
 
     require_classical(instance, "construct")
     t0 = time.perf_counter() if clock is None else clock
     started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    n = instance.n_jobs
+    width = max(len(ops) for ops in instance.jobs)
+    p = np.zeros((n, width + 1))
+    ops_left = np.zeros((n, width + 1))
+    for j, ops in enumerate(instance.jobs):
+        for i, alts in enumerate(ops):
+            p[j, i] = alts[0][1]
+            ops_left[j, i] = len(ops) - i
+    work_left = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]
+    scale = max(1.0, float(work_left[:, 0].mean()))
+    k = len(CONSTRUCT_RULES)
+    rows = max(batch_size, k + 1)
+    cols = np.arange(n)
     best: list[ScheduledOperation] = []
     best_ms = 1 << 62
     log: list[AnytimePoint] = []
     built = 0
-    for scheme in ("active", "non-delay"):
-        for rule in CONSTRUCT_RULES:
-            r = dispatch(instance, rule, scheme)
-            built += 1
-            if r.makespan < best_ms:
-                best_ms, best = r.makespan, r.schedule
-                log.append(AnytimePoint(time.perf_counter() - t0, best_ms, f"rule {rule}"))
-    rng = np.random.default_rng(seed)
-    n = instance.n_jobs
-    width = max(len(ops) for ops in instance.jobs)
-    suffix = np.zeros((n, width + 1))
-    for j, ops in enumerate(instance.jobs):
-        for i in range(len(ops) - 1, -1, -1):
-            suffix[j, i] = suffix[j, i + 1] + ops[i][0][1]
-    scale = max(1.0, float(suffix[:, 0].mean()))
-    cols = np.arange(n)
-    while time.perf_counter() - started < time_limit_s:
-        for scheme in ("active", "non-delay"):
-            batch = JobShopBatch(instance, batch_size, scheme)
+    while built == 0 or time.perf_counter() - started < time_limit_s:
+        for scheme in ("non-delay", "active")[: 1 if built == 0 else 2]:
+            batch = JobShopBatch(instance, rows, scheme)
+            jitter = noise * scale * rng.random((rows - k, n))
             while not batch.done:
-                score = suffix[cols, batch.next_op] / scale
-                score = score + noise * rng.random(score.shape)
+                at = batch.next_op
+                wk = work_left[cols, at]
+                g = at[:k]
+                # row i < k follows rule i: its own feature of CONSTRUCT_RULES (argmax: ties
+                # go to the lowest job id)
+                feats = (wk[:k], ops_left[cols, g], -p[cols, g], p[cols, g], -batch.job_ready[:k])
+                greedy = np.stack(feats)[np.arange(k), np.arange(k)]
+                score = np.concatenate((greedy, wk[k:] + jitter))
                 score[~batch.mask] = -np.inf
                 batch.apply(score.argmax(axis=1))
-            built += batch_size
             ms = batch.makespan
-            k = int(ms.argmin())
-            if int(ms[k]) < best_ms:
-                best_ms = int(ms[k])
-                best = _batch_row(instance, batch.start[k])
+            for i in range(k if built < 3 * rows else 0):  # the greedy rows, once per scheme
+                if int(ms[i]) < best_ms:
+                    best_ms = int(ms[i])
+                    best = _batch_row(instance, batch.start[i])
+                    log.append(AnytimePoint(time.perf_counter() - t0, best_ms, CONSTRUCT_RULES[i]))
+            r = int(ms.argmin())
+            if int(ms[r]) < best_ms:
+                best_ms = int(ms[r])
+                best = _batch_row(instance, batch.start[r])
                 log.append(AnytimePoint(time.perf_counter() - t0, best_ms, "sampling"))
+            built += rows
     best = sorted(best, key=lambda s: (s.start, s.machine))
     return SearchResult(best_ms, best, log, built, time.perf_counter() - started)
 
