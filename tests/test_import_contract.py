@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taktline.agents", "taktline.agents.*"),
     ("taktline.training", "taktline.training.*"),
     ("taktline.serving", "taktline.serving.*"),
-    ("taktline.cli", "taktline.cli_*", "taktline.jsonout"),
+    ("taktline.cli", "taktline.cli_*", "taktline.jsonout", "taktline.tables"),
 )
 """Module-name patterns of each layer, bottom first; a module may import its own layer and
 those below it. A new module of ``core/`` must be placed here (the test says so)."""

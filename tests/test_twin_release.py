@@ -89,7 +89,8 @@ def test_event_log_exports_to_csv_and_parquet(tmp_path: Path, suffix: str) -> No
     path = tmp_path / f"events{suffix}"
     export_events(twin, path)
     frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    assert list(frame.columns) == ["time", "event", "job", "station", "machine"]
+    # product: what a fitted twin learns its routings from (taktline fit)
+    assert list(frame.columns) == ["time", "event", "job", "station", "machine", "product"]
     assert len(frame) == len(twin.events())
     kinds = set(frame["event"])
     assert {"arrival", "release", "start", "finish", "departure", "setup"} <= kinds
