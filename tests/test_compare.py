@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taktline.cli import app
+from tests.ray_support import Cluster, shared_cluster
 from tests.test_lookahead import CHANGEOVER_LINE
 
 
@@ -95,3 +98,41 @@ def test_bad_input_is_one_clear_error(args: list[str], named: str, line_file: Pa
     out = CliRunner().invoke(app, ["compare", str(line_file), "--no-mlflow", *args])
     assert out.exit_code == 2, out.output
     assert named in out.output and "Traceback" not in out.output
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The session's local Ray cluster."""
+    return shared_cluster(request.config)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_rounds_on_ray_give_the_same_values_as_in_process(
+    line_file: Path, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """``--workers 2`` plays the rounds as Ray tasks on the cluster of RAY_ADDRESS; every
+    episode is seeded, so the table is the one played in this process, value for value."""
+    from taktline.training.compare import compare
+
+    args = ["--rules", "FIFO,SAME", "--lookahead", "LOOKAHEAD(base=FIFO,horizon=10,k=2)"]
+    args += ["--episodes", "3", "--seed", "7", "--no-mlflow", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "taktline.cli", "compare", str(line_file), *args, "--workers", "2"],
+        cwd=tmp_path,
+        env=ray_cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    on_ray = json.loads(proc.stdout[proc.stdout.index("{") :])
+    here = compare(
+        str(line_file),
+        rules=["FIFO", "SAME"],
+        lookahead="LOOKAHEAD(base=FIFO,horizon=10,k=2)",
+        episodes=3,
+        seed=7,
+    )
+    assert on_ray["values"] == here.evaluation.values
