@@ -206,9 +206,12 @@ class _Graph:
             seq.sort()
             for (_, a), (_, b) in itertools.pairwise(seq):
                 self.msucc[a], self.mpred[b] = b, a
+        self.last = [o for o in range(k) if self.jsucc[o] < 0]
         self.head = [0] * k
         self.tail = [0] * k  # longest path from the operation's start to the end, incl. p
         self.makespan = 0
+        self.order: list[int] = []  # a topological order of the graph
+        self.pos: list[int] = []  # each operation's place in it
 
     def evaluate(self) -> bool:
         """Recompute heads, tails and the makespan; False if the machine orders form a cycle."""
@@ -240,20 +243,70 @@ class _Graph:
                     stack.append(s)
         if len(order) < n:
             return False
-        tail = self.tail
-        for o in reversed(order):
+        self.order = order
+        self.pos = [0] * n
+        for i, o in enumerate(order):
+            self.pos[o] = i
+        self.makespan = max(head[o] + p[o] for o in self.last)
+        self._tails(n - 1)
+        return True
+
+    def _heads(self, first: int) -> None:
+        """Heads of ``order[first:]`` (the earlier ones are unchanged) and the makespan."""
+        head, p, jp, mp, rel = self.head, self.p, self.jpred, self.mpred, self.release
+        for o in self.order[first:]:
+            a, b = jp[o], mp[o]
+            h = rel[o]
+            if a >= 0 and head[a] + p[a] > h:
+                h = head[a] + p[a]
+            if b >= 0 and head[b] + p[b] > h:
+                h = head[b] + p[b]
+            head[o] = h
+        self.makespan = max(head[o] + p[o] for o in self.last)
+
+    def _tails(self, last: int) -> None:
+        """Tails of ``order[: last + 1]`` (the later ones are unchanged)."""
+        tail, p, js, ms = self.tail, self.p, self.jsucc, self.msucc
+        for o in reversed(self.order[: last + 1]):
             a, b = js[o], ms[o]
             t = tail[a] if a >= 0 else 0
             if b >= 0 and tail[b] > t:
                 t = tail[b]
             tail[o] = t + p[o]
-        self.makespan = max(head[o] + p[o] for o in range(n))
+
+    def move(self, u: int, v: int) -> bool:
+        """Swap ``u`` and its machine successor ``v`` and update heads, tails and makespan.
+
+        Only the stretch of the topological order from ``u`` to ``v`` is reordered (the
+        operations in it that descend from ``u`` go after ``u``, the others before ``v``);
+        heads are recomputed from ``u``'s old place on, tails up to ``v``'s.
+
+        Returns:
+            False (nothing changed) if the swap would close a cycle.
+        """
+        pu, pv = self.pos[u], self.pos[v]
+        inner = self.order[pu + 1 : pv]
+        jp, mp = self.jpred, self.mpred
+        below = {u}  # u and the inner operations that descend from it
+        for x in inner:
+            if jp[x] in below or mp[x] in below:
+                below.add(x)
+        if jp[v] in below:
+            return False
+        after = [x for x in inner if x in below]
+        segment = [x for x in inner if x not in below] + [v, u] + after
+        self.order[pu : pv + 1] = segment
+        for i, o in enumerate(segment, pu):
+            self.pos[o] = i
+        self.swap(u, v)
+        self._heads(pu)
+        self._tails(pv)
         return True
 
     def critical_blocks(self, rng: random.Random) -> list[list[int]]:
         """The blocks of one critical path (machine predecessors preferred when both are tight)."""
         head, p, jp, mp, cmax = self.head, self.p, self.jpred, self.mpred, self.makespan
-        ends = [o for o in range(self.n) if head[o] + p[o] == cmax]
+        ends = [o for o in self.last if head[o] + p[o] == cmax]
         cur = ends[rng.randrange(len(ends))]
         path = [cur]
         while True:
@@ -404,10 +457,7 @@ def tabu_search(
         if pick is None:
             pick = moves[rng.randrange(len(moves))]
         u, v = pick
-        g.swap(u, v)
-        if not g.evaluate():  # only possible with zero processing times
-            g.swap(v, u)
-            g.evaluate()
+        if not g.move(u, v):  # only possible with zero processing times
             tabu[(u, v)] = it + base
             continue
         tabu[(v, u)] = it + rng.randint(base, base + base // 2)
@@ -422,10 +472,7 @@ def tabu_search(
                 if not kick:
                     break
                 u, v = kick[rng.randrange(len(kick))]
-                g.swap(u, v)
-                if not g.evaluate():
-                    g.swap(v, u)
-                    g.evaluate()
+                g.move(u, v)
             tabu.clear()
             last_improve = it
     g.set_orders(best_orders)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,30 @@ def test_tabu_is_feasible_and_never_worse_with_releases_recirculation_and_zero_t
     start = dispatch(inst, "SPT")
     res = tabu_search(inst, start.schedule, time_limit_s=30, seed=seed, max_iterations=500)
     assert check_schedule(inst, res.schedule) == res.makespan <= start.makespan
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_move_matches_a_full_recomputation_of_heads_and_tails(seed: int) -> None:
+    from taktline.agents.jobshop_search import _Graph
+
+    inst = random_routing(
+        20, 6, rng=seed, ops_per_job=(4, 10), time_range=(0, 20), recirculation=True
+    )
+    inst = with_release_and_due_dates(inst, rng=seed, release_span=0.5)
+    rng = random.Random(seed)
+    g = _Graph(inst, dispatch(inst, "SPT").schedule)
+    assert g.evaluate()
+    checked = 0
+    for _ in range(200):
+        moves = g.n5_moves(g.critical_blocks(rng))
+        if not moves:
+            break
+        if g.move(*moves[rng.randrange(len(moves))]):
+            head, tail, makespan = list(g.head), list(g.tail), g.makespan
+            assert g.evaluate()
+            assert (head, tail, makespan) == (g.head, g.tail, g.makespan)
+            checked += 1
+    assert checked > 20
 
 
 def test_tabu_search_is_reproducible_for_a_seed_and_iteration_cap() -> None:
