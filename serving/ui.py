@@ -140,7 +140,8 @@ def metrics_summary(metrics: ServingMetrics) -> dict[str, Any]:
 
 
 def latest_comparison() -> dict[str, Any]:
-    """The latest MLflow run that logged evaluation results (``eval.*`` metrics), or a note."""
+    """The latest MLflow run that logged evaluation results, or a note: a ``taktline compare``
+    run (``compare.*`` metrics, its verdict rows) or an ``evaluate`` run (``eval.*``)."""
     try:
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -159,24 +160,34 @@ def latest_comparison() -> dict[str, Any]:
             )
         )
     for run in runs:
-        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval.")}
+        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(("eval.", "compare."))}
         if not metrics:
             continue
-        table = None
+        run_id = run.info.run_id
+        is_compare = any(k.startswith("compare.") for k in metrics)
+        artifact = "compare/comparison.json" if is_compare else "eval/table.json"
         try:
-            table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/eval/table.json")
-        except Exception:  # an older run without the table: the metrics still tell
-            table = None
+            details = mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact}")
+        except Exception:  # an older run without it: the metrics still tell
+            details = None
         return {
             "run": {
-                "id": run.info.run_id,
+                "id": run_id,
                 "name": run.info.run_name,
+                "kind": "compare" if is_compare else "evaluate",
                 "start_time": run.info.start_time,
                 "experiment_id": run.info.experiment_id,
                 "params": dict(run.data.params),
+                "tags": {k: v for k, v in run.data.tags.items() if k.startswith("taktline.")},
             },
             "metrics": metrics,
-            "table": table,
+            # compare: the verdict rows (mean, CI, paired difference, p, verdict, latency);
+            # evaluate: the per-case table
+            "rows": details.get("rows") if is_compare and details else None,
+            "comparison": {k: v for k, v in details.items() if k not in ("rows", "values")}
+            if is_compare and details
+            else None,
+            "table": None if is_compare else details,
             "tracking_uri": uri,
         }
     return {

@@ -34,6 +34,7 @@ function el(tag, attrs, parent) {
   if (parent) parent.appendChild(e);
   return e;
 }
+function esc(x) { return String(x === undefined || x === null ? "" : x).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
 function headers() { return view.key ? { Authorization: "Bearer " + view.key } : {}; }
 
 async function api(path) {
@@ -329,29 +330,47 @@ async function loadCompare() {
   let data;
   try { data = await api("/ui/api/compare"); } catch (e) { body.textContent = String(e); return; }
   if (!data.run) { body.innerHTML = `<p class="note" id="compare-none"></p>`; $("compare-none").textContent = data.message; return; }
-  const rows = {};
-  for (const [k, v] of Object.entries(data.metrics)) {
-    const parts = k.split("."); const policy = parts.slice(1, -1).join("."), metric = parts[parts.length - 1];
-    (rows[policy] = rows[policy] || {})[metric] = v;
+  let html = `<h2>${data.run.kind} run ${esc(data.run.name || data.run.id)}</h2><p class="note">${new Date(data.run.start_time).toLocaleString()} · ${esc(data.tracking_uri)}</p>`;
+  let chart = [];
+  if (data.rows) { // a compare run: the verdict table
+    const c = data.comparison || {};
+    html += `<p>line <b>${esc(c.line)}</b>, ${esc(c.metric)} (${c.higher_is_better ? "higher" : "lower"} is better), ${(c.seeds || []).length} paired seeds; reference ${esc(c.reference)}; winner <b id="compare-winner">${esc(c.winner)}</b></p>`;
+    html += `<table id="compare-table"><thead><tr><th>policy</th><th>kind</th><th>mean ± CI</th><th>Δ to ref ± CI</th><th>p (t)</th><th>verdict</th><th>latency p50</th></tr></thead><tbody>`;
+    for (const r of data.rows) {
+      const half = (r.ci_high - r.ci_low) / 2, dhalf = (r.diff_ci_high - r.diff_ci_low) / 2;
+      html += `<tr class="v-${esc(r.verdict).replace(/ /g, "-")}"><td>${esc(r.policy)}</td><td>${esc(r.kind)}</td><td class="num">${fmt(r.mean)} ±${fmt(half)}</td>` +
+        `<td class="num">${fmt(r.diff_mean)} ±${fmt(dhalf)}</td><td class="num">${fmt(r.p_ttest)}</td><td>${esc(r.verdict)}</td><td class="num">${fmt(r.latency_p50_ms)} ms</td></tr>`;
+      chart.push([r.policy, r.mean, r.verdict]);
+    }
+    html += "</tbody></table>";
+  } else { // an evaluate run: the eval.* metrics per policy
+    const rows = {};
+    for (const [k, v] of Object.entries(data.metrics)) {
+      const parts = k.split("."); const policy = parts.slice(1, -1).join("."), metric = parts[parts.length - 1];
+      (rows[policy] = rows[policy] || {})[metric] = v;
+    }
+    const metrics = [...new Set(Object.values(rows).flatMap((r) => Object.keys(r)))];
+    html += `<table id="compare-table"><thead><tr><th>policy</th>${metrics.map((m) => `<th>${esc(m)}</th>`).join("")}</tr></thead><tbody>`;
+    for (const [p, r] of Object.entries(rows)) html += `<tr><td>${esc(p)}</td>${metrics.map((m) => `<td class="num">${fmt(r[m])}</td>`).join("")}</tr>`;
+    html += "</tbody></table>";
+    const first = metrics.find((m) => m.endsWith("_mean")) || metrics[0];
+    chart = Object.entries(rows).map(([p, r]) => [p, r[first] || 0, ""]);
   }
-  const metrics = [...new Set(Object.values(rows).flatMap((r) => Object.keys(r)))];
-  let html = `<h2>run ${data.run.name || data.run.id}</h2><p class="note">${new Date(data.run.start_time).toLocaleString()} · ${data.tracking_uri}</p>`;
-  html += `<table id="compare-table"><thead><tr><th>policy</th>${metrics.map((m) => `<th>${m}</th>`).join("")}</tr></thead><tbody>`;
-  for (const [p, r] of Object.entries(rows)) html += `<tr><td>${p}</td>${metrics.map((m) => `<td class="num">${fmt(r[m])}</td>`).join("")}</tr>`;
-  html += "</tbody></table><canvas id=\"compare-chart\" width=\"640\" height=\"200\"></canvas>";
+  html += `<canvas id="compare-chart" width="720" height="${20 + 24 * chart.length}"></canvas>`;
   if (data.table && data.table.columns) {
-    html += `<h2>cases</h2><table><thead><tr>${data.table.columns.map((c) => `<th>${c}</th>`).join("")}</tr></thead><tbody>` +
-      data.table.data.slice(0, 200).map((row) => `<tr>${row.map((v) => `<td>${typeof v === "number" ? fmt(v) : v}</td>`).join("")}</tr>`).join("") + "</tbody></table>";
+    html += `<h2>cases</h2><table><thead><tr>${data.table.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>` +
+      data.table.data.slice(0, 200).map((row) => `<tr>${row.map((v) => `<td>${typeof v === "number" ? fmt(v) : esc(v)}</td>`).join("")}</tr>`).join("") + "</tbody></table>";
   }
   body.innerHTML = html;
-  const first = metrics.find((m) => m.endsWith("_mean")) || metrics[0];
-  const c = $("compare-chart"), ctx = c.getContext("2d"), ps = Object.keys(rows);
-  const vals = ps.map((p) => rows[p][first] || 0), hi = Math.max(...vals.map(Math.abs), 1e-9);
+  const c = $("compare-chart"), ctx = c.getContext("2d");
+  const hi = Math.max(...chart.map((r) => Math.abs(r[1])), 1e-9);
   ctx.font = "11px sans-serif";
-  ps.forEach((p, i) => {
-    const w = (c.width - 180) * Math.abs(vals[i]) / hi;
-    ctx.fillStyle = POLICY_COLORS[i % 4]; ctx.fillRect(150, 10 + i * 24, w, 18);
-    ctx.fillStyle = "#1d2530"; ctx.fillText(p, 4, 23 + i * 24); ctx.fillText(fmt(vals[i]), 154 + w, 23 + i * 24);
+  chart.forEach(([p, v, verdict], i) => {
+    const w = (c.width - 320) * Math.abs(v) / hi;
+    ctx.fillStyle = verdict === "better" ? "#2e8540" : verdict === "worse" ? "#c0392b" : "#1f4e79";
+    ctx.fillRect(230, 10 + i * 24, w, 18);
+    ctx.fillStyle = "#1d2530"; ctx.fillText(String(p).slice(0, 36), 4, 23 + i * 24);
+    ctx.fillText(`${fmt(v)} ${verdict}`, 234 + w, 23 + i * 24);
   });
 }
 
