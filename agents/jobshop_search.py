@@ -84,7 +84,7 @@ def require_classical(instance: JobShopInstance, what: str) -> None:
     if instance.is_flexible:
         raise PolicyError(
             f"{what}: {instance.name} is a flexible job shop (operations with several machines); "
-            "local search handles classical job shops only, use --method cpsat"
+            "construction, tabu search and LNS handle classical job shops only; use --method cpsat"
         )
 
 
