@@ -115,3 +115,76 @@ def test_mes_table_with_datetimes_and_renamed_columns_reads_as_minutes() -> None
     log = canonical(raw, mapping, "min")
     assert log.frame["time"].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 2.5, 2.5]
     assert log.time_origin == "2024-03-01T06:00:00+01:00"
+
+
+def _two_jobs() -> pd.DataFrame:
+    """J-0 and J-1 through s1 then s2, one after the other (a valid log)."""
+    second = _good()
+    second["job"] = "J-1"
+    second["time"] = second["time"] + 1.5
+    second.loc[second["event"] == "arrival", "time"] = 0.0
+    raw = pd.concat([_good(), second]).sort_values("time", kind="stable")
+    return raw.reset_index(drop=True)
+
+
+def test_a_valid_log_has_no_overlap_warning() -> None:
+    log = canonical(_two_jobs(), ColumnMapping())
+    fit_line(log)
+    assert not log.flags and not log.repairs
+
+
+def test_two_jobs_in_process_on_one_machine_are_counted_and_reported() -> None:
+    raw = _two_jobs()
+    # J-1 starts on s1.M1 at 0.5, while J-0 is in process there until 1.0
+    raw.loc[
+        (raw["job"] == "J-1") & (raw["event"] == "start") & (raw["station"] == "s1"), "time"
+    ] = 0.5
+    log = canonical(raw.sort_values("time", kind="stable"), ColumnMapping())
+    cal = fit_line(log)
+    key = next(k for k in log.flags if "two jobs in process at once" in k)
+    assert log.flags[key] == 1
+    assert f"{key}: 1" in log.warnings
+    # both operations are kept (and paired), not dropped as broken pairs
+    assert cal.fits["processing/s1/a"].n == 2
+    assert not cal.repairs
+
+
+def test_start_before_the_jobs_previous_finish_is_counted_and_reported() -> None:
+    raw = _good()
+    raw.loc[4, "time"] = 0.8  # J-0 starts at s2 before it finished at s1 (1.0)
+    log = canonical(raw.sort_values("time", kind="stable"), ColumnMapping())
+    fit_line(log)
+    key = next(k for k in log.flags if "job's previous operation" in k)
+    assert log.flags[key] == 1
+    assert any(w.startswith(key) for w in log.warnings)
+
+
+def test_mapped_due_dates_become_an_order_list_with_due_dates() -> None:
+    raw = _two_jobs()
+    raw["due"] = raw["job"].map({"J-0": 10.0, "J-1": None})
+    log = canonical(raw, parse_mapping("due_date=due"))
+    orders = fit_line(log).spec["arrivals"]
+    assert orders["kind"] == "orders"
+    assert orders["orders"] == [
+        {"product": "a", "release_time": 0.0, "due_date": 10.0},
+        {"product": "a", "release_time": 0.0},
+    ]
+
+
+def test_due_dates_as_datetimes_share_the_time_columns_origin() -> None:
+    raw = _two_jobs()
+    t0 = pd.Timestamp("2024-03-01T06:00:00+01:00")
+    raw["time"] = t0 + pd.to_timedelta(raw["time"], "min")
+    raw["due"] = raw["job"].map({"J-0": "2024-03-01T07:30:00+01:00", "J-1": "2024-03-01T04:00Z"})
+    log = canonical(raw, parse_mapping("due_date=due"), "min")
+    cal = fit_line(log)
+    dues = [o["due_date"] for o in cal.spec["arrivals"]["orders"]]
+    assert dues == [90.0, 0.0]  # J-1 was due before the log began: clipped, with a warning
+    assert "due dates before the log's start, set to 0: 1" in cal.warnings
+
+
+def test_unreadable_due_date_is_an_error_naming_value_and_row() -> None:
+    raw = _good()
+    raw["due"] = [None, None, "soon", None, None, None, None]
+    with pytest.raises(LogError, match=r"column 'due': cannot read 'soon' \(row 2\) as a due date"):
+        canonical(raw, parse_mapping("due_date=due"))

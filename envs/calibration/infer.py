@@ -8,7 +8,8 @@ queue where the log shows blocking, unbounded where it shows none; ``buffers`` o
 Times: processing per (station, product), setups per family pair, breakdowns per station (time
 to failure on a busy or calendar basis, the failure-free stretch at the end right-censored;
 time to repair) and arrivals (Poisson, renewal or the observed order list; a closed loop when
-every new order enters the line as one leaves), each fitted by :mod:`.fit`.
+every new order enters the line as one leaves; the observed order list with due dates when the
+log maps a due-date column), each fitted by :mod:`.fit`.
 """
 
 from __future__ import annotations
@@ -336,12 +337,24 @@ def _arrivals(
     prods = first.index.map(prod_of_job)
     counts = prods.value_counts()
     mix = {p: float(counts.get(p, 0)) / len(first) for p in products}
-    if kind == "orders" or len(first) < 3:
+    due = None
+    if "due_date" in f.columns and f["due_date"].notna().any() and kind != "renewal":
+        due = f.dropna(subset=["job"]).groupby("job", sort=False)["due_date"].first()
+        due = due.reindex(first.index).to_numpy(dtype=float)
+        early = int((due < 0).sum())
+        if early:  # due before the log's first event: the spec's clock starts there
+            cal.warnings.append(f"due dates before the log's start, set to 0: {early}")
+            due = np.maximum(due, 0.0)
+    if kind == "orders" or len(first) < 3 or due is not None:
+        # an order list replays the observed orders (with their due dates when mapped)
+        times = first.to_numpy(dtype=float)
+        dues = due if due is not None else np.full(len(first), np.nan)
         return {
             "kind": "orders",
             "orders": [
                 {"product": p, "release_time": float(t)}
-                for p, t in zip(prods, first.to_numpy(), strict=True)
+                | ({} if np.isnan(d) else {"due_date": float(d)})
+                for p, t, d in zip(prods, times, dues, strict=True)
             ],
         }
     t0 = float(first.iloc[0])

@@ -67,6 +67,9 @@ class ColumnMapping(BaseModel):
     product: str | None = Field("product", description="product (optional column)")
     station: str = Field("station", description="station / work centre")
     machine: str = Field("machine", description="machine / resource")
+    due_date: str | None = Field(
+        None, description="the order's due date (optional; a number or a datetime like time)"
+    )
     events: dict[str, str] = Field(default_factory=dict, description="table name -> event")
 
 
@@ -79,6 +82,7 @@ class EventLog:
         source: where it was read from.
         repairs: what was repaired, each with its count (``{"rows out of time order": 3}``).
         warnings: what the report should say about the data (naive datetimes...).
+        flags: defects kept in the data, each with its count (impossible overlaps...).
         time_origin: the datetime that ``time == 0`` stands for, when the log had datetimes.
     """
 
@@ -86,12 +90,19 @@ class EventLog:
     source: str = "log"
     repairs: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    flags: dict[str, int] = field(default_factory=dict)
     time_origin: str | None = None
 
     def repair(self, what: str, count: int) -> None:
         """Count a repair (nothing when ``count`` is 0)."""
         if count:
             self.repairs[what] = self.repairs.get(what, 0) + int(count)
+
+    def flag(self, what: str, count: int) -> None:
+        """Count a defect kept in the data: a warning ``what: count`` (nothing when 0)."""
+        if count:
+            self.flags[what] = self.flags.get(what, 0) + int(count)
+            self.warnings.append(f"{what}: {int(count)}")
 
 
 def parse_mapping(text: str | None) -> ColumnMapping | None:
@@ -192,6 +203,13 @@ def canonical(
             f" rows; expected {', '.join(EVENTS)} (map names with events: {{{first}: start}})"
         )
     frame["event"] = ev
+    if mapping.due_date:
+        if mapping.due_date not in raw.columns:
+            raise LogError(
+                f"{source}: missing column due_date (column {mapping.due_date!r}); the table has"
+                f" {', '.join(map(str, raw.columns))}; map it with --map due_date=..."
+            )
+        frame["due_date"] = _due_dates(raw[mapping.due_date], mapping.due_date, time_unit, log)
     for col in ("job", "product", "station", "machine"):
         s = frame[col]
         nulls = s.isna() | s.astype(str).isin(["", "nan", "None", NO_JOB])
@@ -274,6 +292,45 @@ def _times(col: Any, name: str, time_unit: str, log: EventLog) -> Any:
     log.time_origin = origin.isoformat()
     seconds = (stamps - origin).dt.total_seconds().to_numpy(dtype=float)
     return seconds / TIME_FACTOR_S[time_unit]
+
+
+def _due_dates(col: Any, name: str, time_unit: str, log: EventLog) -> Any:
+    """Due dates in ``time_unit`` on the time column's clock (NaN where a row has none).
+
+    Numbers when the time column holds numbers; datetimes (read like the time column, naive
+    ones as UTC) from the same origin when it holds datetimes.
+    """
+    import numpy as np
+    import pandas as pd
+
+    out = np.full(len(col), np.nan)
+    text = col.astype(str).str.strip()
+    present = (col.notna() & ~text.isin(["", "nan", "None", "NaT"])).to_numpy()
+    if not present.any():
+        return out
+    vals = col[present]
+    if log.time_origin is None:
+        values = pd.to_numeric(vals, errors="coerce")
+        hint = "the time column holds numbers: give due dates as numbers in the same unit"
+    else:
+        if isinstance(vals.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(vals):
+            stamps = (
+                vals if isinstance(vals.dtype, pd.DatetimeTZDtype) else vals.dt.tz_localize("UTC")
+            )
+        else:
+            stamps = pd.to_datetime(vals, errors="coerce", utc=True, format="ISO8601")
+        origin = pd.Timestamp(log.time_origin)
+        values = (stamps - origin).dt.total_seconds() / TIME_FACTOR_S[time_unit]
+        hint = "give ISO 8601 datetimes like the time column (2024-03-01T14:00:00+01:00)"
+    bad = values.isna().to_numpy()
+    if bad.any():
+        i = int(present.nonzero()[0][bad.nonzero()[0][0]])
+        raise LogError(
+            f"{log.source}: column {name!r}: cannot read {col.iloc[i]!r} (row {i}) as a due"
+            f" date; {int(bad.sum())} such rows; {hint}, or leave it empty"
+        )
+    out[present] = values.to_numpy(dtype=float)
+    return out
 
 
 def _read_xes(path: Path) -> Any:

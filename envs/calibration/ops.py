@@ -83,21 +83,25 @@ def pair(log: EventLog) -> Paired:
             ),
         }
     )
-    # operations
+    # operations: paired within (machine, job), so that two jobs logged in process on one
+    # machine at once still pair (and are flagged below) instead of breaking each other's pairs
     ev = _machine_sorted(f, ("setup", "start", "finish"))
-    m_next = ev["machine"].shift(-1) == ev["machine"]
-    j_next = ev["job"].shift(-1) == ev["job"]
+    ev = ev.sort_values(["machine", "job", "time", "rank", "pos"], kind="stable")
+    ev = ev.reset_index(drop=True)
+    same_group = (ev["machine"].shift(-1) == ev["machine"]) & (ev["job"].shift(-1) == ev["job"])
+    machine_last = ev.groupby("machine", sort=False)["time"].transform("max")
+    at_end = ev["time"] >= machine_last  # nothing later on this machine: still open, censored
     kind, kind_next = ev["event"], ev["event"].shift(-1)
-    is_start = (kind == "start") & m_next & j_next & (kind_next == "finish")
-    open_start = (kind == "start") & ~m_next
+    is_start = (kind == "start") & same_group & (kind_next == "finish")
+    open_start = (kind == "start") & ~same_group & at_end
     lost_start = (kind == "start") & ~is_start & ~open_start
     prev_ok = (ev["machine"].shift(1) == ev["machine"]) & (ev["job"].shift(1) == ev["job"])
     orphan_finish = (kind == "finish") & ~(prev_ok & (kind.shift(1) == "start"))
-    setup_ok = (kind == "setup") & m_next & j_next & (kind_next == "start")
+    setup_ok = (kind == "setup") & same_group & (kind_next == "start")
     log.repair("finish without its start (dropped)", int(orphan_finish.sum()))
     log.repair("start without its finish (dropped)", int(lost_start.sum()))
     log.repair(
-        "setup without its start (dropped)", int(((kind == "setup") & ~setup_ok & m_next).sum())
+        "setup without its start (dropped)", int(((kind == "setup") & ~setup_ok & ~at_end).sum())
     )
     st = ev[is_start]
     idx = st.index.to_numpy()
@@ -129,4 +133,33 @@ def pair(log: EventLog) -> Paired:
         setup[has] -= down_s[has[rows]] - overlap(a, b, setup_t[has])
     ops["net"] = net
     ops["setup"] = setup
+    _flag_overlaps(log, ops)
     return Paired(ops=ops, downs=downs, end=end)
+
+
+OVERLAP_TOL = 1e-9
+"""Time by which two intervals must overlap to count as overlapping (float noise aside)."""
+
+
+def _flag_overlaps(log: EventLog, ops: Any) -> None:
+    """Count the operations a real line cannot have done, as warnings (kept and fitted as logged).
+
+    A machine processes one job at a time, and a job is at one machine at a time: an operation
+    that starts on its machine before the machine's previous operation finished, or before its
+    job's previous operation finished, is a logging error (clocks out of sync, a wrong machine
+    id, a job id reused) that the report must show.
+    """
+    by_m = ops.sort_values(["machine", "start", "finish"], kind="stable")
+    prev_fin = by_m["finish"].shift(1).where(by_m["machine"].shift(1) == by_m["machine"])
+    log.flag(
+        "impossible overlaps: operations starting on a machine before its previous operation"
+        " finished (two jobs in process at once; kept as logged)",
+        int((by_m["start"] < prev_fin - OVERLAP_TOL).sum()),
+    )
+    by_j = ops.sort_values(["job", "start", "finish"], kind="stable")
+    prev_fin = by_j["finish"].shift(1).where(by_j["job"].shift(1) == by_j["job"])
+    log.flag(
+        "impossible overlaps: operations starting before their job's previous operation"
+        " finished (a job at two machines at once; kept as logged)",
+        int((by_j["start"] < prev_fin - OVERLAP_TOL).sum()),
+    )

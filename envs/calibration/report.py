@@ -1,7 +1,8 @@
 """The fidelity report of a fitted twin: fits with their tests, observed vs simulated KPIs.
 
 :func:`observed_kpis` measures the log's KPIs (throughput, flow time, WIP, per-station
-utilisation) over the window after ``warmup``; :func:`compare` sets them against replications
+utilisation, waiting and blocking, the last two reconstructed: see :data:`KPI_NOTE`) over the
+window after ``warmup``; :func:`compare` sets them against replications
 of the fitted spec (run by the caller under a rule: ``taktline fit`` uses FIFO unless told) and
 gives each KPI the simulated mean, its 95% CI and a verdict:
 ``consistent`` (observed inside the CI), ``close`` (within 5% of the simulated mean) or
@@ -57,7 +58,100 @@ def observed_kpis(log: EventLog, cal: Calibration, warmup: float = 0.0) -> dict[
             o["net"].to_numpy(dtype=float), gross, where=gross > 0, out=np.ones_like(gross)
         )
         out[f"{st}.utilization"] = float(np.sum((b - a) * share) / (machines[st] * window))
+    caps = {s["name"]: s.get("buffer_capacity") for s in cal.spec["stations"]}
+    o = _with_pending(ops, dep, cal)
+    entry = queue_entries(o, rel, caps)
+    nxt = o["job"].shift(-1) == o["job"]
+    blocked_until = np.where(nxt, np.roll(entry, -1), o["finish"].to_numpy(dtype=float))
+    first = o["first"].to_numpy(dtype=float)
+    fin = o["finish"].to_numpy(dtype=float)
+    for st, rows in o.groupby("station").groups.items():
+        i = np.asarray(rows)
+        # the twin counts a wait when the job is dispatched (pending ones never were)
+        counted = (first[i] >= warmup) & np.isfinite(first[i])
+        wait = first[i][counted] - entry[i][counted]
+        out[f"{st}.mean_wait"] = float(wait.mean()) if wait.size else 0.0
+        a = np.clip(fin[i], warmup, end)
+        b = np.clip(blocked_until[i], warmup, end)
+        out[f"{st}.blocked_share"] = float(np.sum(b - a) / (machines[st] * window))
     return out
+
+
+def _with_pending(ops: Any, departed: Any, cal: Calibration) -> Any:
+    """``ops`` sorted by job and time, plus the next step of every job still in the line.
+
+    A job that finished an operation and neither departed nor started its next one is waiting
+    (or blocked) for its next station at the end of the log: a row with infinite start and
+    finish there keeps its place in the queue (and its blocked machine) in the reconstruction.
+    """
+    import pandas as pd
+
+    o = ops.sort_values(["job", "first"], kind="stable")
+    routes = {p["name"]: [s["station"] for s in p["routing"]] for p in cal.spec["products"]}
+    last = o.groupby("job", sort=False).tail(1)
+    step = o.groupby("job", sort=False).cumcount()[last.index].to_numpy()
+    nxt = [
+        r[k + 1] if r is not None and k + 1 < len(r) else None
+        for r, k in zip(last["product"].map(routes), step, strict=True)
+    ]
+    keep = ~last["job"].isin(departed.index).to_numpy() & np.array([s is not None for s in nxt])
+    pending = pd.DataFrame(
+        {
+            "job": last["job"].to_numpy()[keep],
+            "product": last["product"].to_numpy()[keep],
+            "station": np.array(nxt, dtype=object)[keep],
+            "first": np.inf,
+            "start": np.inf,
+            "finish": np.inf,
+        }
+    )
+    cols = ["job", "product", "station", "first", "start", "finish"]
+    both = pd.concat([o[cols], pending], ignore_index=True)
+    return both.sort_values(["job", "first"], kind="stable").reset_index(drop=True)
+
+
+KPI_NOTE = (
+    "Waiting and blocking are reconstructed from the log: a log records when a job finishes"
+    " and starts, not when it enters the next buffer. A job enters the next station's queue"
+    " when it finishes there (or is released), unless the fitted buffer capacity is full; then"
+    " it waits, blocking its machine, until a start at that station frees a slot (the longest"
+    " blocked first, as the twin does). mean_wait is dispatch minus queue entry; blocked_share"
+    " the blocked machine time over machines x window. With a capacity fitted too small or"
+    " too large, both move with it."
+)
+"""What the report says about the waiting and blocking KPIs (they are derived, not logged)."""
+
+
+def queue_entries(ops: Any, release: Any, caps: dict[str, int | None]) -> np.ndarray:
+    """When each operation's job entered its station's queue (``ops`` sorted by job, first).
+
+    A job's first operation enters at its release (its first setup or start when the log has
+    no release); a later one at its previous finish, unless the station's buffer (capacity
+    ``c``) is full: the ``k``-th job to arrive at the station (by arrival) can enter only once
+    ``k - c`` jobs have left the queue, i.e. at the ``(k - c)``-th dispatch there. Vectorised
+    per station with sorted arrays.
+    """
+    first = ops["first"].to_numpy(dtype=float)
+    same = (ops["job"].shift(1) == ops["job"]).to_numpy()
+    prev_fin = ops["finish"].shift(1).to_numpy(dtype=float)
+    rel = ops["job"].map(release).to_numpy(dtype=float)
+    ready = np.where(same, prev_fin, np.where(np.isnan(rel), first, rel))
+    ready = np.minimum(ready, first)
+    entry = ready.copy()
+    station = ops["station"].to_numpy()
+    for st, cap in caps.items():
+        if cap is None:
+            continue
+        i = np.flatnonzero(station == st)
+        if i.size <= cap:
+            continue
+        order = i[np.argsort(ready[i], kind="stable")]
+        dispatched = np.sort(first[i])
+        k = np.arange(order.size)
+        slot = np.full(order.size, -np.inf)
+        slot[cap:] = dispatched[: order.size - cap]
+        entry[order] = np.minimum(np.maximum(ready[order], slot[k]), first[order])
+    return entry
 
 
 def compare(observed: dict[str, float], runs: list[Any]) -> dict[str, dict[str, Any]]:
@@ -103,6 +197,7 @@ def report_data(
         "fits": {k: f.summary() for k, f in cal.fits.items()},
         "replications": replications,
         "kpis": kpis,
+        "kpi_note": KPI_NOTE,
     }
 
 
@@ -154,7 +249,8 @@ def write_html(path: Path, data: dict[str, Any], cal: Calibration, max_plots: in
             f"<tr><td>{e(k)}</td><td>{r['observed']:.4g}</td><td>{r['simulated']:.4g}</td>"
             f"<td>{r['ci95']:.2g}</td><td class='{r['verdict']}'>{r['verdict']}</td></tr>"
         )
-    parts.append("</table><h2>Fitted distributions</h2><table><tr><th>what</th><th>dist</th>")
+    parts.append(f"</table><p>{e(KPI_NOTE)}</p>")
+    parts.append("<h2>Fitted distributions</h2><table><tr><th>what</th><th>dist</th>")
     parts.append("<th>n</th><th>mean</th><th>fitted mean</th><th>KS</th><th>p</th></tr>")
     for k, s in data["fits"].items():
         parts.append(
