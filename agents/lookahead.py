@@ -75,6 +75,8 @@ class LookaheadConfig:
     """Rollout length in the spec's time unit."""
     k: int = 8
     """Scenarios (restored twins) per decision; every candidate plays each of them."""
+    objective: str = "profit"
+    """What a window is worth: ``profit`` or ``cost`` (revenue left out); :func:`window_value`."""
     margin: float = 1.5
     """Standard errors of the paired difference by which a candidate must beat the base pick."""
     max_candidates: int = 6
@@ -93,6 +95,7 @@ class LookaheadConfig:
             ("horizon", self.horizon > 0 and math.isfinite(self.horizon), "a positive time"),
             ("k", self.k >= 1, "an integer >= 1"),
             ("margin", self.margin >= 0 and math.isfinite(self.margin), "a number >= 0"),
+            ("objective", self.objective in ("profit", "cost"), "profit or cost"),
             ("max_candidates", self.max_candidates >= 2, "an integer >= 2"),
             ("budget_ms", self.budget_ms >= 0, "a number >= 0 (0: no budget)"),
             ("workers", self.workers >= 1, "an integer >= 1"),
@@ -175,6 +178,7 @@ def score_scenarios(
     seeds: Sequence[int],
     deadline: float = math.inf,
     release: str = "IMMEDIATE",
+    objective: str = "profit",
 ) -> np.ndarray:
     """:func:`window_value` of ``[t, t + horizon]`` after each decision (columns) on each
     scenario (rows).
@@ -202,20 +206,20 @@ def score_scenarios(
             twin.apply(d)
             twin.dispatcher = rule
             twin.run(until)
-            row.append(window_value(twin))
+            row.append(window_value(twin, objective))
         rows.append(row)
     return np.asarray(rows, dtype=float).reshape(len(rows), len(decisions))
 
 
-def window_value(twin: Any) -> float:
-    """What a rollout window is worth: minus its costs (WIP, setups, energy, tardiness of the
-    jobs finished in it) and minus the tardiness the jobs still in the line have run up by its
-    end.
+def window_value(twin: Any, objective: str = "profit") -> float:
+    """What a rollout window is worth: its profit (``objective="profit"``) or minus its costs
+    (``"cost"``: WIP, setups, energy, tardiness), less the tardiness the jobs still in the line
+    have run up by the window's end.
 
-    Revenue is left out: every candidate faces the same orders (common random numbers), and
-    counting only what finishes inside the window would favour finishing short jobs now over
-    the line's cost later. Tardiness is charged as it accrues, not at the finish only: else a
-    rollout would gain by leaving a late job unfinished until the window ends.
+    Tardiness is charged as it accrues, not at the finish only: else a rollout would gain by
+    leaving a late job unfinished until the window ends. Revenue counts what a bottleneck's
+    lost time costs (jobs not finished in the window); ``"cost"`` leaves it out, for lines with
+    capacity to spare where finishing short jobs first would only look better inside the window.
     """
     k = twin.kpis()
     rate = twin.spec.costs.tardiness_cost_per_time
@@ -228,7 +232,8 @@ def window_value(twin: Any) -> float:
         for j in twin.pool:
             if j.due_date < now:
                 open_late += now - j.due_date
-    return float(k.profit - k.revenue - rate * open_late)
+    revenue = k.revenue if objective == "cost" else 0.0
+    return float(k.profit - revenue - rate * open_late)
 
 
 def pick(scores: np.ndarray, base_col: int, margin: float) -> int:
@@ -377,7 +382,15 @@ class LookaheadPolicy(Policy):
         cfg = self.config
         if cfg.workers <= 1:
             return score_scenarios(
-                spec, snap, tries, cfg.base, cfg.horizon, seeds, deadline, cfg.release
+                spec,
+                snap,
+                tries,
+                cfg.base,
+                cfg.horizon,
+                seeds,
+                deadline,
+                cfg.release,
+                cfg.objective,
             )
         return _score_on_ray(spec, snap, tries, cfg, seeds, deadline)
 
@@ -425,7 +438,7 @@ def _score_on_ray(
     chunks = [list(c) for c in np.array_split(seeds, cfg.workers) if len(c)]
     refs = [
         remote.remote(
-            spec, snap, tries, cfg.base, cfg.horizon, c, math.inf, cfg.release
+            spec, snap, tries, cfg.base, cfg.horizon, c, math.inf, cfg.release, cfg.objective
         )
         for c in chunks
     ]
