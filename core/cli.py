@@ -58,6 +58,7 @@ _COMMAND_MODULES = (
     "taktline.cli_optimize",
     "taktline.cli_fit",
     "taktline.cli_view",
+    "taktline.cli_imitate",
 )
 
 for _name in _COMMAND_MODULES:
