@@ -194,7 +194,11 @@ def main() -> None:
             time.sleep(2.5)  # a metrics poll or two
             driver.save_screenshot(str(out / "plant_view_live.png"))
             driver.execute_script("document.getElementById('tab-compare').click()")
-            time.sleep(3.0)
+            deadline = time.monotonic() + 120  # the server imports MLflow on the first ask
+            while time.monotonic() < deadline and not driver.execute_script(
+                "return document.getElementById('compare-table')"
+            ):
+                time.sleep(0.5)
             driver.save_screenshot(str(out / "plant_view_compare.png"))
             print(f"screenshots in {out} ({posted} decisions posted for the live view)")
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -120,7 +121,8 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 def metrics_summary(metrics: ServingMetrics) -> dict[str, Any]:
-    """The counters of ``/metrics`` the live view charts, as plain numbers."""
+    """The counters of ``/metrics`` the live view charts, as plain numbers (``requests`` and
+    ``latency_s_sum``: the ``/decide`` requests only)."""
     out: dict[str, Any] = {"decisions": {}, "fallbacks": {}, "requests": 0.0, "latency_s_sum": 0.0}
     for family in metrics.registry.collect():
         for sample in family.samples:
@@ -131,6 +133,8 @@ def metrics_summary(metrics: ServingMetrics) -> dict[str, Any]:
             elif sample.name == "taktline_fallbacks_total":
                 key = f"{labels.get('policy')}:{labels.get('reason')}"
                 out["fallbacks"][key] = sample.value
+            elif not labels.get("route", "").endswith("/decide"):
+                continue  # the view's own long-lived streams would swamp the latency
             elif sample.name == "taktline_request_latency_seconds_count":
                 out["requests"] += sample.value
             elif sample.name == "taktline_request_latency_seconds_sum":
@@ -142,6 +146,7 @@ def metrics_summary(metrics: ServingMetrics) -> dict[str, Any]:
 def latest_comparison() -> dict[str, Any]:
     """The latest MLflow run that logged evaluation results, or a note: a ``taktline compare``
     run (``compare.*`` metrics, its verdict rows) or an ``evaluate`` run (``eval.*``)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow
         from mlflow.tracking import MlflowClient

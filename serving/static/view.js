@@ -321,7 +321,7 @@ async function pollMetrics() {
   lineChart($("live-metrics"), series, POLICY_COLORS.concat(FAMILY_COLORS), Math.max(m.time - t0, 1));
   const mean = m.requests ? (1000 * m.latency_s_sum / m.requests).toFixed(2) : "–";
   $("live-counters").innerHTML = keys.map((k, i) => `<span style="color:${POLICY_COLORS.concat(FAMILY_COLORS)[i]}">■</span> ${k}`).join(" &nbsp; ") +
-    `<br>requests ${m.requests} · mean latency ${mean} ms`;
+    `<br>/decide requests ${m.requests} · mean latency ${mean} ms`;
 }
 
 // ---- compare -------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ async function loadCompare() {
     const first = metrics.find((m) => m.endsWith("_mean")) || metrics[0];
     chart = Object.entries(rows).map(([p, r]) => [p, r[first] || 0, ""]);
   }
-  html += `<canvas id="compare-chart" width="720" height="${20 + 24 * chart.length}"></canvas>`;
+  html += `<canvas id="compare-chart" width="960" height="${20 + 24 * chart.length}"></canvas>`;
   if (data.table && data.table.columns) {
     html += `<h2>cases</h2><table><thead><tr>${data.table.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>` +
       data.table.data.slice(0, 200).map((row) => `<tr>${row.map((v) => `<td>${typeof v === "number" ? fmt(v) : esc(v)}</td>`).join("")}</tr>`).join("") + "</tbody></table>";
@@ -366,7 +366,7 @@ async function loadCompare() {
   const hi = Math.max(...chart.map((r) => Math.abs(r[1])), 1e-9);
   ctx.font = "11px sans-serif";
   chart.forEach(([p, v, verdict], i) => {
-    const w = (c.width - 320) * Math.abs(v) / hi;
+    const w = (c.width - 480) * Math.abs(v) / hi;
     ctx.fillStyle = verdict === "better" ? "#2e8540" : verdict === "worse" ? "#c0392b" : "#1f4e79";
     ctx.fillRect(230, 10 + i * 24, w, 18);
     ctx.fillStyle = "#1d2530"; ctx.fillText(String(p).slice(0, 36), 4, 23 + i * 24);
