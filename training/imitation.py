@@ -296,7 +296,7 @@ def train_network(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         train_loss = total / max(len(y), 1)
         epochs += 1
         loss_v, acc_v = held_out_loss()

@@ -1,0 +1,155 @@
+"""``taktline imitate``: DAgger on the lookahead's labels gives a bundle that loads, decides only
+feasible jobs, imitates better than the majority class, and is not registered unless it wins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import taktline.envs  # noqa: F401  (registers the env ids)
+from taktline.agents.policies import NeuralPolicy, load_policy
+from taktline.cli import app
+from tests.test_lookahead import CHANGEOVER_LINE
+
+EXPERT = "LOOKAHEAD(base=FIFO,horizon=15,k=3)"
+NAME = "imitate-test"
+
+
+@pytest.fixture(scope="module")
+def line_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = {**CHANGEOVER_LINE, "name": "imitate-test", "horizon": 160.0, "warmup": 20.0}
+    path = tmp_path_factory.mktemp("lines") / "changeover.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(line_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One short DAgger run through the CLI (4 iterations of 3 episodes; ~30 s on 2 busy
+    cores), its JSON result and the folder holding its embedded MLflow store.
+
+    The budget is iterations, not minutes, so the run is the same on a slow machine. On these
+    seeds the learner is level with the best rule SAME (n.s.), so the registry stays empty."""
+    root = tmp_path_factory.mktemp("imitate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        out = CliRunner().invoke(
+            app,
+            [
+                "imitate",
+                str(line_file),
+                "--expert",
+                EXPERT,
+                "--minutes",
+                "10",
+                "--iterations",
+                "4",
+                "--episodes-per-iter",
+                "3",
+                "--rules",
+                "FIFO,SPT,SAME",
+                "--no-expert-eval",
+                "--eval-episodes",
+                "4",
+                "--out",
+                str(root / "bundle"),
+                "--register",
+                NAME,
+                "--json",
+            ],
+        )
+    assert out.exit_code == 0, out.output
+    return {"data": json.loads(out.stdout), "root": root}
+
+
+@pytest.mark.slow
+def test_dagger_bundle_loads_and_decides_only_feasible_jobs(run: dict[str, Any]) -> None:
+    data = run["data"]
+    policy = load_policy(data["bundle"])
+    assert isinstance(policy, NeuralPolicy) and policy.name == data["policy"]
+    lineage = policy.bundle.lineage
+    assert lineage["expert"] == EXPERT and lineage["backend"] == "imitation"
+    assert lineage["iterations"] == 4 and lineage["dataset_size"] == data["dataset_size"] > 0
+    assert lineage["seed"] == 0 and lineage["verdict"]["won"] is False
+    env = gym.make("taktline/LineDispatch-v0", disable_env_checker=True, **policy.bundle.env_kwargs)
+    obs, _ = env.reset(seed=123)
+    done, steps, choices = False, 0, set()
+    while not done:
+        mask = env.unwrapped.action_masks()  # type: ignore[attr-defined]
+        a = policy.choose(env, obs, mask)
+        assert mask[a], f"step {steps}: chose masked slot {a} of {mask.astype(int)}"
+        choices.add(a)
+        obs, _, term, trunc, _ = env.step(a)
+        done, steps = term or trunc, steps + 1
+    env.close()
+    assert steps > 50 and len(choices) > 1  # not a constant slot: it learned to pick
+
+
+@pytest.mark.slow
+def test_dagger_imitates_better_than_the_majority_class_on_held_out_states(
+    run: dict[str, Any],
+) -> None:
+    history = run["data"]["history"]
+    assert [h["beta"] for h in history] == [1.0, 0.5, 0.25, 0.125]  # expert first, then mixed
+    sizes = [h["dataset_size"] for h in history]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # the dataset aggregates
+    last = history[-1]
+    assert last["heldout_states"] >= 30
+    assert last["heldout_accuracy"] > last["majority_accuracy"] + 0.05
+    tp = run["data"]["throughput"]
+    assert tp["labels"] == last["dataset_size"] and tp["env_steps"] >= tp["labels"]
+    shares = tp["share_expert"] + tp["share_env"] + tp["share_network"]
+    assert 0 < shares <= 1.0
+
+
+@pytest.mark.slow
+def test_dagger_policy_that_does_not_beat_the_best_rule_is_not_registered(
+    run: dict[str, Any],
+) -> None:
+    import mlflow
+
+    data, root = run["data"], run["root"]
+    verdict = data["verdict"]
+    assert verdict["baseline"] == data["reference"] == "SAME"
+    assert verdict["won"] is False and verdict["n"] == 4
+    assert verdict["ci95"][1] >= 0  # the paired CI does not lie above zero
+    assert data["registered_version"] is None
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert [m.name for m in client.search_registered_models()] == []
+    mlrun = client.get_run(data["mlflow_run_id"])
+    assert mlrun.data.tags["taktline.verdict"] == "lost"
+    assert mlrun.data.tags["taktline.baseline"] == "SAME"
+    history = client.get_metric_history(data["mlflow_run_id"], "heldout_accuracy")
+    assert len(history) == 4  # one per iteration
+    row = next(r for r in data["rows"] if r["policy"] == data["policy"])
+    assert np.isfinite(row["latency_p50_ms"]) and row["decisions"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--minutes", "0"], "--minutes"),
+        (["--iterations", "-1"], "--iterations"),
+        (["--episodes-per-iter", "0"], "--episodes-per-iter"),
+        (["--eval-episodes", "1"], "--eval-episodes"),
+        (["--expert", "LOOKAHEAD(k=0)"], "LOOKAHEAD k"),
+        (["--rules", ","], "--rules: no rule named"),
+    ],
+)
+def test_imitate_bad_input_is_one_clear_error(
+    args: list[str], named: str, line_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["imitate", str(line_file), *args])
+    assert out.exit_code == 2, out.output
+    lines = [x for x in out.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], out.output
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any work
