@@ -229,3 +229,37 @@ def test_rollouts_on_ray_decide_as_in_process(
         assert here.stats["searched"] == 3
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_served_lookahead_decides_on_a_posted_snapshot_and_flags_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """``rule:LOOKAHEAD(...)`` over a real uvicorn: the decision for a posted plant snapshot
+    comes from the search (restored with Twin.from_snapshot); out of budget, the base rule
+    answers and ``decision.note`` says so."""
+    from tests.serving_support import AUTH, dispatch_snapshots, run_server
+
+    snaps = [s for s in dispatch_snapshots("bodyshop", 60, seed=4) if _waiting(s) >= 2][:3]
+    policies = {
+        "look": "rule:LOOKAHEAD(base=SAME,horizon=30,k=3,line=bodyshop)",
+        "hasty": "rule:LOOKAHEAD(base=SAME,horizon=30,k=3,line=bodyshop,budget_ms=0.000001)",
+    }
+    local = LookaheadPolicy.parse("LOOKAHEAD(base=SAME,horizon=30,k=3,line=bodyshop)")
+    with run_server(policies, tmp_path) as server, server.client(headers=AUTH) as client:
+        for snap in snaps:
+            body = client.post("/v1/policies/look/decide", json=snap).json()
+            assert body["fallback"] is False, body
+            assert body["served_by"].endswith(
+                "rule:LOOKAHEAD(base=SAME,horizon=30.0,k=3,line=bodyshop)"
+            )
+            assert body["decision"]["job"] == local.decide(snap).job  # the same decide path
+            hasty = client.post("/v1/policies/hasty/decide", json=snap).json()
+            assert hasty["decision"]["note"].startswith("lookahead: no scenario")
+            assert hasty["decision"]["job"] == load_policy("SAME").decide(snap).job
+
+
+def _waiting(snapshot: dict[str, Any]) -> int:
+    d = snapshot["decision"]
+    station = next(s for s in snapshot["stations"] if s["name"] == d["station"])
+    return len(station["queue"])
