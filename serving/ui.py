@@ -275,7 +275,9 @@ def ui_router(settings: Settings) -> APIRouter:
 
 def mount_ui(app: FastAPI, settings: Settings) -> None:
     """Add the plant view to ``app``: its routes and its static files."""
-    app.include_router(ui_router(settings))
+    # the page's own data, not the plant's API: kept out of OpenAPI (and so out of the clients
+    # and fuzzers generated from it; the live stream never ends)
+    app.include_router(ui_router(settings), include_in_schema=False)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
 
 
