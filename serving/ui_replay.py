@@ -98,6 +98,11 @@ class ReplayRun:
             # a rule runs inline as the twin's dispatcher: the same trajectory as decide+apply
             self.twin: Twin = Twin(self.spec, self.seed, policy.dispatch_rule, policy.release_rule)
             self.policy = None
+        elif isinstance(policy, RulePolicy):
+            raise PolicyError(
+                f"--policy: {self.ref!r} is a release rule, and a replay needs a dispatching"
+                " policy; give a rule such as SAME, a bundle or models:/NAME@ALIAS"
+            )
         else:
             self.twin = Twin(self.spec, self.seed)
 
