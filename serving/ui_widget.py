@@ -45,7 +45,7 @@ def _widget_class() -> Any:
             " install it with: pip install 'taktline[jupyter]'"
         ) from None
 
-    class PlantView(anywidget.AnyWidget):  # type: ignore[misc]
+    class PlantView(anywidget.AnyWidget):
         """The plant view page in a notebook cell (``url``: the server, ``mode``: the tab)."""
 
         _esm = _ESM
