@@ -87,7 +87,7 @@ def test_simulate_compares_rules_on_common_random_numbers(tmp_path: Path) -> Non
     assert setups.high < 0, setups
     # the event log is the first replication of the first rule
     events = (tmp_path / "ev.csv").read_text().splitlines()
-    assert events[0] == "time,event,job,station,machine"
+    assert events[0] == "time,event,job,station,machine,product"
     assert len(events) - 1 == len(logs["FIFO"][0])
     assert (tmp_path / "g.png").stat().st_size > 5000
 
