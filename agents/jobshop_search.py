@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taktline.envs.jobshop.instance import JobShopInstance
-from taktline.envs.jobshop.schedule import ScheduledOperation
+from taktline.envs.jobshop.schedule import JobShopState, ScheduledOperation
 from taktline.errors import PolicyError
 
 #: The greedy rules :func:`construct` runs (both generation schemes each): most work remaining,
@@ -88,6 +88,26 @@ def require_classical(instance: JobShopInstance, what: str) -> None:
         )
 
 
+def _greedy(instance: JobShopInstance, rule: int, scheme: str) -> JobShopState:
+    """One schedule by rule ``CONSTRUCT_RULES[rule]`` on the schedule builder (ties: lowest job)."""
+    state = JobShopState(instance, scheme)
+    while not state.done:
+        cands = state.candidate_jobs
+        if len(cands) == 1:
+            state.apply(cands[0])
+            continue
+        if rule == 0:  # MWKR
+            keys = [-state.remaining_work(j) for j in cands]
+        elif rule == 1:  # MOPNR
+            keys = [-state.remaining_ops(j) for j in cands]
+        elif rule in (2, 3):  # SPT, LPT
+            keys = [t if rule == 2 else -t for t in state.candidate_times]
+        else:  # FIFO: earliest ready
+            keys = [state.job_ready[j] for j in cands]
+        state.apply(cands[keys.index(min(keys))])
+    return state
+
+
 def construct(
     instance: JobShopInstance,
     time_limit_s: float = 1.0,
@@ -98,16 +118,17 @@ def construct(
 ) -> SearchResult:
     """The best schedule of the greedy rules and of noisy most-work-remaining sampling.
 
-    Every pass builds one batch in lockstep: a greedy row per rule of :data:`CONSTRUCT_RULES`
-    (ties to the lowest job id), then rows whose remaining-work priority carries uniform noise.
-    The first pass (non-delay scheme) always runs; then passes in both schemes while time is
-    left.
+    First every rule of :data:`CONSTRUCT_RULES` builds one schedule (ties to the lowest job
+    id) in the non-delay, then in the active scheme; MWKR in the non-delay scheme always runs,
+    the others while time is left. Then, while time is left, batches of ``batch_size``
+    schedules are built in lockstep whose remaining-work priority carries uniform noise (a
+    batch cut short by the limit is dropped).
 
     Args:
         instance: A classical job shop.
-        time_limit_s: Budget; the first pass runs regardless.
+        time_limit_s: Budget (one greedy schedule is always built).
         seed: Seed of the sampling noise.
-        batch_size: Schedules built per pass and scheme (at least one per rule).
+        batch_size: Schedules built per batch.
         noise: Noise on the remaining-work priority, relative to the mean job's work.
         clock: ``time.perf_counter()`` value the anytime log counts from (default: now).
     """
@@ -116,51 +137,49 @@ def construct(
     require_classical(instance, "construct")
     t0 = time.perf_counter() if clock is None else clock
     started = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    n = instance.n_jobs
-    width = max(len(ops) for ops in instance.jobs)
-    p = np.zeros((n, width + 1))
-    ops_left = np.zeros((n, width + 1))
-    for j, ops in enumerate(instance.jobs):
-        for i, alts in enumerate(ops):
-            p[j, i] = alts[0][1]
-            ops_left[j, i] = len(ops) - i
-    work_left = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]
-    scale = max(1.0, float(work_left[:, 0].mean()))
-    k = len(CONSTRUCT_RULES)
-    rows = max(batch_size, k + 1)
-    cols = np.arange(n)
+    deadline = started + time_limit_s
     best: list[ScheduledOperation] = []
     best_ms = 1 << 62
     log: list[AnytimePoint] = []
     built = 0
-    while built == 0 or time.perf_counter() - started < time_limit_s:
-        for scheme in ("non-delay", "active")[: 1 if built == 0 else 2]:
-            batch = JobShopBatch(instance, rows, scheme)
-            jitter = noise * scale * rng.random((rows - k, n))
-            while not batch.done:
-                at = batch.next_op
-                wk = work_left[cols, at]
-                g = at[:k]
-                # row i < k follows rule i: its own feature of CONSTRUCT_RULES (argmax: ties
-                # go to the lowest job id)
-                feats = (wk[:k], ops_left[cols, g], -p[cols, g], p[cols, g], -batch.job_ready[:k])
-                greedy = np.stack(feats)[np.arange(k), np.arange(k)]
-                score = np.concatenate((greedy, wk[k:] + jitter))
-                score[~batch.mask] = -np.inf
-                batch.apply(score.argmax(axis=1))
-            ms = batch.makespan
-            for i in range(k if built < 3 * rows else 0):  # the greedy rows, once per scheme
-                if int(ms[i]) < best_ms:
-                    best_ms = int(ms[i])
-                    best = _batch_row(instance, batch.start[i])
-                    log.append(AnytimePoint(time.perf_counter() - t0, best_ms, CONSTRUCT_RULES[i]))
-            r = int(ms.argmin())
-            if int(ms[r]) < best_ms:
-                best_ms = int(ms[r])
-                best = _batch_row(instance, batch.start[r])
-                log.append(AnytimePoint(time.perf_counter() - t0, best_ms, "sampling"))
-            built += rows
+    for scheme in ("non-delay", "active"):
+        for rule, name in enumerate(CONSTRUCT_RULES):
+            if built and time.perf_counter() >= deadline:
+                break
+            state = _greedy(instance, rule, scheme)
+            built += 1
+            if state.makespan < best_ms:
+                best_ms, best = state.makespan, state.schedule
+                log.append(AnytimePoint(time.perf_counter() - t0, best_ms, name))
+    rng = np.random.default_rng(seed)
+    n = instance.n_jobs
+    width = max(len(ops) for ops in instance.jobs)
+    work_left = np.zeros((n, width + 1))
+    for j, ops in enumerate(instance.jobs):
+        for i in range(len(ops) - 1, -1, -1):
+            work_left[j, i] = work_left[j, i + 1] + ops[i][0][1]
+    scale = max(1.0, float(work_left[:, 0].mean()))
+    cols = np.arange(n)
+    passes = 0
+    while time.perf_counter() < deadline:
+        batch = JobShopBatch(instance, batch_size, ("non-delay", "active")[passes % 2])
+        passes += 1
+        jitter = noise * scale * rng.random((batch_size, n))
+        steps = 0
+        while not batch.done and (steps & 63 or time.perf_counter() < deadline):
+            score = work_left[cols, batch.next_op] + jitter
+            score[~batch.mask] = -np.inf
+            batch.apply(score.argmax(axis=1))
+            steps += 1
+        if not batch.done:
+            break
+        built += batch_size
+        ms = batch.makespan
+        r = int(ms.argmin())
+        if int(ms[r]) < best_ms:
+            best_ms = int(ms[r])
+            best = _batch_row(instance, batch.start[r])
+            log.append(AnytimePoint(time.perf_counter() - t0, best_ms, "sampling"))
     best = sorted(best, key=lambda s: (s.start, s.machine))
     return SearchResult(best_ms, best, log, built, time.perf_counter() - started)
 
