@@ -153,19 +153,22 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], names: list[str], path: 
             ok = ~np.isnan(curves).any(axis=0)  # only where every instance has a schedule
             label = f"{key.split('_')[0]} anytime ({top} s run), {g}"
             ax.plot(grid[ok], curves[:, ok].mean(axis=0), style, label=label)
-        cp = [
-            np.nanmean([gap(results[b][n]["cpsat"], results[b][n]["reference"]) for n in done])
-            for b in budgets
-            if all(n in results[b] for n in done)
-        ]
-        xs = [float(b) for b in budgets if all(n in results[b] for n in done)]
-        ax.plot(xs, cp, "o--", label=f"CP-SAT at each budget, {g}")
-        ru = [
-            np.nanmean([gap(results[b][n]["rules"], results[b][n]["reference"]) for n in done])
-            for b in budgets
-            if all(n in results[b] for n in done)
-        ]
-        ax.plot(xs, ru, "s:", label=f"rules + sampling, {g}")
+        for method, style, label in (
+            ("cpsat", "o--", "CP-SAT at each budget"),
+            ("rules", "s:", "rules + sampling"),
+            ("hybrid", "^", "hybrid at each budget"),
+        ):
+            # a budget counts only where the method scheduled every instance (no biased means)
+            pts = [
+                (
+                    float(b),
+                    np.mean([gap(results[b][n][method], results[b][n]["reference"]) for n in done]),
+                )
+                for b in budgets
+                if all(n in results[b] and results[b][n][method] is not None for n in done)
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=f"{label}, {g}")
     ax.set_xscale("log")
     ax.set_xlabel("wall-clock time per instance, s (log scale)")
     ax.set_ylabel("mean gap to best known, %")
