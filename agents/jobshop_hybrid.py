@@ -228,6 +228,11 @@ def hybrid_solve(
         raise PolicyError(
             f"hybrid: need time_limit_s > 0 and num_workers >= 1, got {time_limit_s}, {num_workers}"
         )
+    if not (0 <= construct_share < 1 and 0 <= tabu_share <= 1):
+        raise PolicyError(
+            "hybrid: need 0 <= construct_share < 1 and 0 <= tabu_share <= 1, got "
+            f"{construct_share}, {tabu_share}"
+        )
     t0 = time.perf_counter()
     trivial = instance.trivial_lower_bound()
     built = construct(instance, time_limit_s * construct_share, seed=seed, clock=t0)
