@@ -75,6 +75,11 @@ class LookaheadConfig:
     """Rollout length in the spec's time unit."""
     k: int = 8
     """Scenarios (restored twins) per decision; every candidate plays each of them."""
+    mode: str = "jobs"
+    """``jobs``: try jobs, roll out the base rule; ``rules``: try rules, each rolled out itself
+    (the decision is the best rule's pick now)."""
+    rules: str = "+".join(DEFAULT_RULES)
+    """The rules tried in ``rules`` mode, joined by ``+`` (the base rule is always among them)."""
     objective: str = "profit"
     """What a window is worth: ``profit`` or ``cost`` (revenue left out); :func:`window_value`."""
     margin: float = 1.5
@@ -96,6 +101,7 @@ class LookaheadConfig:
             ("k", self.k >= 1, "an integer >= 1"),
             ("margin", self.margin >= 0 and math.isfinite(self.margin), "a number >= 0"),
             ("objective", self.objective in ("profit", "cost"), "profit or cost"),
+            ("mode", self.mode in ("jobs", "rules"), "jobs or rules"),
             ("max_candidates", self.max_candidates >= 2, "an integer >= 2"),
             ("budget_ms", self.budget_ms >= 0, "a number >= 0 (0: no budget)"),
             ("workers", self.workers >= 1, "an integer >= 1"),
@@ -179,9 +185,10 @@ def score_scenarios(
     deadline: float = math.inf,
     release: str = "IMMEDIATE",
     objective: str = "profit",
+    rollout_rules: Sequence[str] | None = None,
 ) -> np.ndarray:
     """:func:`window_value` of ``[t, t + horizon]`` after each decision (columns) on each
-    scenario (rows).
+    scenario (rows), the line run by ``base`` (or by each column's ``rollout_rules``) after it.
 
     Rows of scenarios not started before ``deadline`` (``time.perf_counter()``) are absent: the
     result has as many rows as scenarios were finished (at least one unless the deadline had
@@ -190,7 +197,8 @@ def score_scenarios(
     from taktline.agents.rules import get_release_rule, get_rule
     from taktline.envs.twin import Twin
 
-    rule = get_rule(base) if RulePolicy(base).kind == "dispatch" else None
+    names = list(rollout_rules) if rollout_rules is not None else [base] * len(decisions)
+    rules = [get_rule(n) if RulePolicy(n).kind == "dispatch" else None for n in names]
     releaser = get_release_rule(release)
     until = snapshot.time + horizon
     rows: list[list[float]] = []
@@ -201,7 +209,7 @@ def score_scenarios(
         if scenario.run_until_decision() is None:  # the snapshot's decision is gone
             raise PolicyError("snapshot.decision: the restored line waits for no decision")
         row = []
-        for d in decisions:
+        for d, rule in zip(decisions, rules, strict=True):
             twin = scenario.fork()
             twin.apply(d)
             twin.dispatcher = rule
@@ -339,7 +347,14 @@ class LookaheadPolicy(Policy):
         cfg = self.config
         station, machine = pending_dispatch(snap)
         cands = line_candidates(snap)[:limit]
-        idx = candidate_jobs(cands, snap.time, machine.family, cfg.base, cfg.max_candidates)
+        names: list[str] | None = None
+        if cfg.mode == "rules":
+            from taktline.agents.rules import get_rule
+
+            names = [cfg.base, *[r for r in cfg.rules.split("+") if r and r != cfg.base]]
+            idx = [get_rule(r).dispatch(cands, snap.time, machine.family) for r in names]
+        else:
+            idx = candidate_jobs(cands, snap.time, machine.family, cfg.base, cfg.max_candidates)
         self.stats["decisions"] += 1
 
         def decision(i: int, rule: str) -> Decision:
@@ -351,7 +366,7 @@ class LookaheadPolicy(Policy):
                 rule=rule,
             )
 
-        if len(idx) == 1:
+        if len(set(idx)) == 1:  # every candidate starts the same job now
             return decision(idx[0], self.name)
         spec = self._spec_for(snap)
         # the scenarios' seeds follow from the policy's seed and the decision point alone, so
@@ -361,7 +376,7 @@ class LookaheadPolicy(Policy):
         seeds = [int(s) for s in base_seed.generate_state(cfg.k)]
         deadline = start + cfg.budget_ms / 1000 if cfg.budget_ms else math.inf
         tries = [decision(i, self.name) for i in idx]
-        scores = self._score(spec, snap, tries, seeds, deadline)
+        scores = self._score(spec, snap, tries, seeds, deadline, names)
         self.stats["searched"] += 1
         if scores.shape[0] == 0:
             self.stats["deadline"] += 1
@@ -378,6 +393,7 @@ class LookaheadPolicy(Policy):
         tries: list[Decision],
         seeds: list[int],
         deadline: float,
+        names: list[str] | None = None,
     ) -> np.ndarray:
         cfg = self.config
         if cfg.workers <= 1:
@@ -391,8 +407,9 @@ class LookaheadPolicy(Policy):
                 deadline,
                 cfg.release,
                 cfg.objective,
+                names,
             )
-        return _score_on_ray(spec, snap, tries, cfg, seeds, deadline)
+        return _score_on_ray(spec, snap, tries, cfg, seeds, deadline, names)
 
     def run(self, twin: Any, until: float | None) -> None:
         """Run ``twin`` (built without an inline dispatcher) to ``until``, answering each of its
@@ -426,6 +443,7 @@ def _score_on_ray(
     cfg: LookaheadConfig,
     seeds: list[int],
     deadline: float,
+    names: list[str] | None = None,
 ) -> np.ndarray:
     """:func:`score_scenarios` with the seeds split over ``cfg.workers`` Ray tasks."""
     import ray
@@ -438,7 +456,16 @@ def _score_on_ray(
     chunks = [list(c) for c in np.array_split(seeds, cfg.workers) if len(c)]
     refs = [
         remote.remote(
-            spec, snap, tries, cfg.base, cfg.horizon, c, math.inf, cfg.release, cfg.objective
+            spec,
+            snap,
+            tries,
+            cfg.base,
+            cfg.horizon,
+            c,
+            math.inf,
+            cfg.release,
+            cfg.objective,
+            names,
         )
         for c in chunks
     ]

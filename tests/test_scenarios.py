@@ -15,7 +15,7 @@ from taktline.envs.spec import bundled_lines, load_spec
 from taktline.envs.twin import Twin
 from taktline.training.evaluate import mean_ci
 
-SCENARIOS = ("paintshop", "release_breakdowns", "dynamic_jobshop")
+SCENARIOS = ("paintshop", "release_breakdowns", "dynamic_jobshop", "paint_assembly")
 SEEDS = range(6)
 
 # (best, worst) as (dispatching rule, release rule), chosen from docs/scenarios.md's table
@@ -23,6 +23,7 @@ SEPARATED = {
     "paintshop": (("SAME", "IMMEDIATE"), ("SPT", "IMMEDIATE")),
     "release_breakdowns": (("FIFO", "CONWIP(10)"), ("FIFO", "IMMEDIATE")),
     "dynamic_jobshop": (("ATC", "IMMEDIATE"), ("FIFO", "IMMEDIATE")),
+    "paint_assembly": (("SAME", "IMMEDIATE"), ("FIFO", "IMMEDIATE")),
 }
 
 
