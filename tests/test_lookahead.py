@@ -138,6 +138,16 @@ def test_decisions_depend_on_the_snapshot_only_never_on_the_twins_future() -> No
     assert policy.decide(other.snapshot()).job == policy.decide(snap).job
 
 
+def test_rules_mode_starts_the_job_one_of_its_rules_would_start() -> None:
+    _, snap = _decision_snapshot("bodyshop", seed=8)
+    policy = LookaheadPolicy.parse("LOOKAHEAD(base=SAME,horizon=30,k=3,mode=rules,rules=SPT+EDD)")
+    assert policy.config.mode == "rules"
+    picks = {load_policy(r).decide(snap).job for r in ("SAME", "SPT", "EDD")}
+    assert policy.decide(snap).job in picks
+    with pytest.raises(PolicyError, match="LOOKAHEAD mode: must be jobs or rules"):
+        parse_config("LOOKAHEAD(mode=dreams)")
+
+
 def test_out_of_budget_it_answers_with_the_base_rule_and_says_so() -> None:
     _, snap = _decision_snapshot("bodyshop", seed=2)
     policy = LookaheadPolicy.parse("LOOKAHEAD(base=SAME,horizon=30,k=3,budget_ms=0.000001)")
