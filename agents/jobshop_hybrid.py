@@ -207,6 +207,7 @@ def hybrid_solve(
     construct_share: float = 0.05,
     tabu_share: float = 0.6,
     step_time_s: float | None = None,
+    construct_max_s: float = 0.5,
 ) -> SearchResult:
     """Construct, then tabu search, then CP-SAT LNS, all within ``time_limit_s``.
 
@@ -215,8 +216,11 @@ def hybrid_solve(
         time_limit_s: Wall-clock budget of the whole hybrid.
         num_workers: CP-SAT search workers of each LNS step.
         seed: Seed of every stage.
-        construct_share: Share of the budget for rules and sampling.
-        tabu_share: Share of the budget for tabu search (the rest goes to LNS).
+        construct_share: Share of the budget for rules and sampling, at most
+            ``construct_max_s`` (sampling gains little after that: on ta41-80 it took 15.7% to
+            15.2% in 2.5 s while tabu search went from 15% to 5% in one second).
+        tabu_share: Share of the time left after construction for tabu search (the rest goes
+            to LNS).
         step_time_s: LNS step time limit (default: 5% of the budget, 0.2 s to 2 s).
 
     Returns:
@@ -228,14 +232,15 @@ def hybrid_solve(
         raise PolicyError(
             f"hybrid: need time_limit_s > 0 and num_workers >= 1, got {time_limit_s}, {num_workers}"
         )
-    if not (0 <= construct_share < 1 and 0 <= tabu_share <= 1):
+    if not (0 <= construct_share < 1 and 0 <= tabu_share <= 1 and construct_max_s >= 0):
         raise PolicyError(
-            "hybrid: need 0 <= construct_share < 1 and 0 <= tabu_share <= 1, got "
-            f"{construct_share}, {tabu_share}"
+            "hybrid: need 0 <= construct_share < 1, 0 <= tabu_share <= 1 and "
+            f"construct_max_s >= 0, got {construct_share}, {tabu_share}, {construct_max_s}"
         )
     t0 = time.perf_counter()
     trivial = instance.trivial_lower_bound()
-    built = construct(instance, time_limit_s * construct_share, seed=seed, clock=t0)
+    budget = min(time_limit_s * construct_share, construct_max_s)
+    built = construct(instance, budget, seed=seed, clock=t0)
     log = list(built.log)
     best, best_ms = built.schedule, built.makespan
     if best_ms > trivial:
@@ -243,7 +248,7 @@ def hybrid_solve(
         tabu = tabu_search(
             instance,
             best,
-            max(0.0, tabu_share * left / (1 - construct_share)),
+            max(0.0, tabu_share * left),
             seed=seed,
             target=trivial,
             clock=t0,
