@@ -5,9 +5,11 @@ It runs the whole journey on embedded defaults, step by step, each step visible:
 1. simulate the body-shop line under the classic rules and print the KPI comparison;
 2. train a dispatch policy on the twin (SB3, a short budget), tracked in the embedded MLflow;
 3. the verdict: the best trained checkpoint against the best rule on held-out seeds (common
-   random numbers, paired 95% CI);
-4. what to serve: the network, promoted to ``production``, only if it won; otherwise the best
-   rule itself (``rule:NAME``), and the summary says why with the numbers;
+   random numbers, paired 95% CI); then the lookahead on twin forks against the same rules on
+   other held-out seeds (``taktline compare``: table, ``out/portfolio.png``, an MLflow run);
+4. what to serve: the network, promoted to ``production``, only if it won; else the lookahead
+   (``rule:LOOKAHEAD(...)``) only if it won; otherwise the best rule itself (``rule:NAME``),
+   and the summary says why with the numbers;
 5. start the inference server (uvicorn), post a plant snapshot, print the decision, stop it;
 6. a closing summary (also ``out/summary.json``): what is served and why, KPIs of rules vs
    policy, where the store and pictures are, how to open the MLflow UI and call the API.
@@ -102,13 +104,56 @@ def train_policy(line: str, timesteps: int, minutes: float, episodes: int) -> tu
     return cfg, train(cfg, console=console)
 
 
-def choose_served(cfg: Any, result: Any) -> tuple[str, str]:
+PORTFOLIO_SEED = 60_000
+"""First seed of the portfolio's verdict (apart from the network's checkpoint and verdict seeds)."""
+
+
+def portfolio_verdict(line: str, episodes: int, minutes: float, out: Path) -> Any:
+    """Step 3, second half: the lookahead on twin forks (base = the best rule on pilot seeds)
+    against the demo's rules on held-out seeds, paired: the table, a chart, an MLflow run."""
+    from taktline.cli_compare import _print
+    from taktline.training.compare import bar_chart, compare, log_comparison
+
+    result = compare(
+        line,
+        rules=list(DEMO_RULES),
+        lookahead="auto",
+        episodes=episodes,
+        minutes=minutes,
+        seed=PORTFOLIO_SEED,
+    )
+    chart = bar_chart(result, out / "portfolio.png")
+    run_id = log_comparison(result, chart)
+    _print(result, chart, run_id)
+    return result
+
+
+def choose_served(cfg: Any, result: Any, portfolio: Any = None) -> tuple[str, str]:
     """Step 4: the reference to serve and why. The network (promoted to ``production``) only
-    when its held-out verdict is a win over the best rule; otherwise that rule itself."""
+    when its held-out verdict is a win over the best rule; else the lookahead only when it beat
+    the best rule in the portfolio's verdict; otherwise that rule itself."""
     from taktline.training import tracking
     from taktline.training.run import verdict_line
 
     verdict = result.verdict
+    winner = portfolio.winner() if portfolio is not None else None
+    if (
+        winner is not None
+        and winner.upper().startswith("LOOKAHEAD")
+        and not (verdict is not None and verdict["won"])
+    ):
+        row = next(r for r in portfolio.rows() if r["policy"] == winner)
+        lo, hi = row["diff_ci_low"], row["diff_ci_high"]
+        why = (
+            f"the lookahead {winner} beats the best rule {portfolio.reference}: Δ "
+            f"{row['diff_mean']:+,.1f} (95% CI {lo:+,.1f} .. {hi:+,.1f}), p {row['p_ttest']:.3g}, "
+            f"n {row['n']} held-out seeds; the network "
+            + (verdict_line(verdict) if verdict is not None else "reached no verdict")
+        )
+        ref = f"rule:{winner}"
+        console.print(f"nothing promoted to production: serving {ref}", highlight=False)
+        console.print(why, markup=False, highlight=False, soft_wrap=True)
+        return ref, why
     if verdict is not None and verdict["won"] and result.model_version:
         tracking.promote(cfg.name, result.model_version, "production")
         ref = f"models:/{cfg.name}@production"
@@ -254,8 +299,12 @@ def demo(
         from taktline.training.run import verdict_line
 
         console.print(verdict_line(result.verdict), markup=False, highlight=False, soft_wrap=True)
-    console.print(Panel.fit("4/5: what to serve — the network only if it won"))
-    served_ref, why = choose_served(cfg, result)
+    console.print(
+        Panel.fit(f"3/5 (cont.): the lookahead on twin forks vs the rules, {episodes} seeds")
+    )
+    portfolio = portfolio_verdict(line, episodes, minutes, out)
+    console.print(Panel.fit("4/5: what to serve — the network or the lookahead only if it won"))
+    served_ref, why = choose_served(cfg, result, portfolio)
     console.print(Panel.fit(f"5/5: serve {served_ref} and ask for a decision"))
     answer = serve_and_decide(served_ref, tracking.tracking_uri(), line, out)
     summary = Table(title="summary", show_header=False)
@@ -272,6 +321,14 @@ def demo(
             f"held-out: {row['policy']}",
             f"{result.evaluation['metric']} {row['mean']:,.1f} (95% CI {row['ci_low']:,.1f} .."
             f" {row['ci_high']:,.1f})",
+        )
+    look = next((r for r in portfolio.rows() if r["kind"] == "lookahead"), None)
+    if look is not None:
+        summary.add_row(
+            "lookahead vs best rule",
+            f"{look['policy']}: Δ {look['diff_mean']:+,.1f} (95% CI {look['diff_ci_low']:+,.1f}"
+            f" .. {look['diff_ci_high']:+,.1f}) vs {portfolio.reference}, {look['verdict']}; "
+            f"p50 {look['latency_p50_ms']:.1f} ms per decision",
         )
     summary.add_row("decision served", f"{answer.get('decision')} by {answer.get('served_by')}")
     summary.add_row("MLflow store", tracking.tracking_uri())
@@ -297,6 +354,11 @@ def demo(
                 "model_version": result.model_version,
                 "num_timesteps": result.num_timesteps,
                 "verdict": result.verdict,
+                "portfolio": {
+                    "reference": portfolio.reference,
+                    "winner": portfolio.winner(),
+                    "rows": portfolio.rows(),
+                },
             }
         )
         + "\n"

@@ -40,6 +40,8 @@ def test_demo_serves_what_its_verdict_says_and_stops_its_server(tmp_path: Path) 
     text = out.stdout
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "summary"):
         assert step in text
+    assert "lookahead vs best rule" in text  # the portfolio's verdict is shown, win or loss
+    assert (tmp_path / "out" / "portfolio.png").stat().st_size > 5000
     assert '"fallback": false' in text
     # honesty: what is served matches the held-out verdict, and the summary says why
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -60,6 +62,12 @@ def test_demo_serves_what_its_verdict_says_and_stops_its_server(tmp_path: Path) 
         bundle = json.loads(next(local.rglob("bundle.json")).read_text())
         assert bundle["lineage"]["num_timesteps"] > 0
         assert bundle["lineage"]["verdict"]["won"] is True
+        assert "beats the best rule" in summary["why"]
+    elif summary["portfolio"]["winner"].startswith("LOOKAHEAD"):
+        # the lookahead is served only when it beat the best rule of its own verdict
+        look = next(r for r in summary["portfolio"]["rows"] if r["kind"] == "lookahead")
+        assert look["verdict"] == "better" and look["diff_ci_low"] > 0
+        assert summary["served"] == f"rule:{look['policy']}"
         assert "beats the best rule" in summary["why"]
     else:
         assert summary["served"] == f"rule:{verdict['baseline']}"
