@@ -6,7 +6,9 @@ At a dispatch decision the policy restores ``k`` twins from the snapshot
 orders still to come, is drawn afresh, nothing is read off the true future), forks each scenario
 once per candidate (the same random streams: common random numbers), carries the candidate out,
 runs the line for ``horizon`` time units under the ``base`` rule and scores the window
-(:func:`window_value`: its costs, with the tardiness of unfinished jobs charged as it accrued).
+(:func:`window_value`: its profit, with the revenue of the work done on unfinished jobs pro
+rata and their tardiness charged as it accrued: what a changeover at a bottleneck costs shows
+even when no job finishes inside the window).
 The candidate with the best mean wins, but the base rule's own pick is kept unless the winner
 beats it by more than ``margin`` standard errors of the paired difference: a search that
 cannot tell two jobs apart does what the rule would.
@@ -80,8 +82,9 @@ class LookaheadConfig:
     (the decision is the best rule's pick now)."""
     rules: str = "+".join(DEFAULT_RULES)
     """The rules tried in ``rules`` mode, joined by ``+`` (the base rule is always among them)."""
-    objective: str = "profit"
-    """What a window is worth: ``profit`` or ``cost`` (revenue left out); :func:`window_value`."""
+    objective: str = "work"
+    """What a window is worth: ``profit``, ``cost`` (revenue left out) or ``work`` (profit with
+    the revenue of work done on unfinished jobs pro rata); :func:`window_value`."""
     margin: float = 1.5
     """Standard errors of the paired difference by which a candidate must beat the base pick."""
     max_candidates: int = 6
@@ -100,7 +103,7 @@ class LookaheadConfig:
             ("horizon", self.horizon > 0 and math.isfinite(self.horizon), "a positive time"),
             ("k", self.k >= 1, "an integer >= 1"),
             ("margin", self.margin >= 0 and math.isfinite(self.margin), "a number >= 0"),
-            ("objective", self.objective in ("profit", "cost"), "profit or cost"),
+            ("objective", self.objective in ("profit", "cost", "work"), "profit, cost or work"),
             ("mode", self.mode in ("jobs", "rules"), "jobs or rules"),
             ("max_candidates", self.max_candidates >= 2, "an integer >= 2"),
             ("budget_ms", self.budget_ms >= 0, "a number >= 0 (0: no budget)"),
@@ -184,7 +187,7 @@ def score_scenarios(
     seeds: Sequence[int],
     deadline: float = math.inf,
     release: str = "IMMEDIATE",
-    objective: str = "profit",
+    objective: str = "work",
     rollout_rules: Sequence[str] | None = None,
 ) -> np.ndarray:
     """:func:`window_value` of ``[t, t + horizon]`` after each decision (columns) on each
@@ -219,29 +222,37 @@ def score_scenarios(
     return np.asarray(rows, dtype=float).reshape(len(rows), len(decisions))
 
 
-def window_value(twin: Any, objective: str = "profit") -> float:
-    """What a rollout window is worth: its profit (``objective="profit"``) or minus its costs
-    (``"cost"``: WIP, setups, energy, tardiness), less the tardiness the jobs still in the line
-    have run up by the window's end.
+def window_value(twin: Any, objective: str = "work") -> float:
+    """What a rollout window is worth: its profit with the revenue of the work done on the jobs
+    still in the line (``objective="work"``, the default), its profit alone (``"profit"``) or
+    minus its costs (``"cost"``: WIP, setups, energy, tardiness); each less the tardiness the
+    jobs still in the line have run up by the window's end.
 
     Tardiness is charged as it accrues, not at the finish only: else a rollout would gain by
-    leaving a late job unfinished until the window ends. Revenue counts what a bottleneck's
-    lost time costs (jobs not finished in the window); ``"cost"`` leaves it out, for lines with
-    capacity to spare where finishing short jobs first would only look better inside the window.
+    leaving a late job unfinished until the window ends. ``"work"`` also credits the unfinished
+    jobs with their revenue in proportion to the work done on them, so time lost at an upstream
+    bottleneck (a changeover) counts even when no job finishes in the window. Revenue counts
+    what a bottleneck's lost time costs (jobs not finished in the window); ``"cost"`` leaves it
+    out, for lines with capacity to spare where finishing short jobs first would only look
+    better inside the window.
     """
     k = twin.kpis()
     rate = twin.spec.costs.tardiness_cost_per_time
     now = twin.now
     open_late = 0.0
-    if rate:
-        for j in twin.jobs_in_line.values():
-            if j.due_date < now:
-                open_late += now - j.due_date
-        for j in twin.pool:
-            if j.due_date < now:
-                open_late += now - j.due_date
+    credit = 0.0  # "work": the revenue of the work done on jobs still in the line
+    revenue_of = [p.revenue for p in twin.spec.products]
+    for j in twin.jobs_in_line.values():
+        if j.due_date < now:
+            open_late += now - j.due_date
+        if objective == "work" and j.remwork[0] > 0:
+            left = j.remwork[min(j.step, len(j.remwork) - 1)]
+            credit += revenue_of[j.product] * (1.0 - left / j.remwork[0])
+    for j in twin.pool:
+        if j.due_date < now:
+            open_late += now - j.due_date
     revenue = k.revenue if objective == "cost" else 0.0
-    return float(k.profit - revenue - rate * open_late)
+    return float(k.profit - revenue + credit - rate * open_late)
 
 
 def pick(scores: np.ndarray, base_col: int, margin: float) -> int:

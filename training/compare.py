@@ -263,9 +263,10 @@ def compare(
 
 
 def _default_horizon(spec: Any) -> float:
-    """A rollout of about a tenth of the line's horizon, at least an hour's worth of its time
-    unit's work (60 in minutes)."""
-    return float(max(30.0, round(float(spec.horizon) / 16.0)))
+    """A rollout of a thirty-second of the line's horizon, at least 20 time units (30 minutes
+    for a 16-hour line: long enough to see a changeover's cost, short enough that the rollout
+    rule's own choices do not drown the first decision's effect)."""
+    return float(max(20.0, round(float(spec.horizon) / 32.0)))
 
 
 def _rounds_on_ray(
