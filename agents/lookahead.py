@@ -85,7 +85,7 @@ class LookaheadConfig:
     objective: str = "work"
     """What a window is worth: ``profit``, ``cost`` (revenue left out) or ``work`` (profit with
     the revenue of work done on unfinished jobs pro rata); :func:`window_value`."""
-    margin: float = 1.5
+    margin: float = 3.0
     """Standard errors of the paired difference by which a candidate must beat the base pick."""
     max_candidates: int = 6
     """At most this many distinct jobs are tried."""
