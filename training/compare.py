@@ -306,7 +306,10 @@ def _rounds_on_ray(
 
 
 def bar_chart(comparison: Comparison, path: Path) -> Path:
-    """A bar chart of each policy's mean with its 95% CI, the best rule's mean as a line."""
+    """Two panels: each policy's mean with its 95% CI (the best rule's mean as a line), and the
+    verdict — the paired difference to the best rule with its 95% CI for the challengers (every
+    policy that is not a plain rule; the runner-up rule when there is none), where a few percent
+    show."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,7 +322,20 @@ def bar_chart(comparison: Comparison, path: Path) -> Path:
         "lookahead": "#2ca58d",
         "learned": "#e07a5f",
     }
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(rows)), 4.0), dpi=110)
+    sign = 1.0 if comparison.evaluation.higher_is_better else -1.0
+    rules = sorted(
+        (r for r in rows if r["kind"] == "rule" and r["verdict"] != "reference"),
+        key=lambda r: -sign * r["mean"],
+    )
+    challengers = [r for r in rows if r["kind"] != "rule"] or rules[:1]
+    width = max(6.0, 0.8 * len(rows)) + 0.9 * len(challengers) + 1.5
+    fig, (ax, vx) = plt.subplots(
+        1,
+        2,
+        figsize=(width, 4.2),
+        dpi=110,
+        gridspec_kw={"width_ratios": [len(rows), max(len(challengers), 2)]},
+    )
     xs = np.arange(len(rows))
     means = np.array([r["mean"] for r in rows])
     err = np.array(
@@ -349,6 +365,21 @@ def bar_chart(comparison: Comparison, path: Path) -> Path:
                 fontsize=9,
             )
     ax.legend(fontsize=8, loc="lower right")
+    cx = np.arange(len(challengers))
+    diffs = np.array([r["diff_mean"] for r in challengers])
+    derr = np.array(
+        [
+            [r["diff_mean"] - r["diff_ci_low"] for r in challengers],
+            [r["diff_ci_high"] - r["diff_mean"] for r in challengers],
+        ]
+    )
+    vx.bar(cx, diffs, yerr=derr, capsize=4, color=[colours[r["kind"]] for r in challengers])
+    vx.axhline(0.0, color="#333", lw=1, ls="--")
+    vx.set_xticks(
+        cx, [_short(r["policy"]) for r in challengers], rotation=30, ha="right", fontsize=8
+    )
+    vx.set_ylabel(f"Δ {ev.metric} vs {comparison.reference} (paired 95% CI)")
+    vx.set_title("the verdict", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
