@@ -18,7 +18,9 @@ from taktline.agents.policies import NeuralPolicy, load_policy
 from taktline.cli import app
 from tests.test_lookahead import CHANGEOVER_LINE
 
-EXPERT = "LOOKAHEAD(base=FIFO,horizon=15,k=3)"
+# the settings the tests were sized on: an expert that deviates from FIFO often enough for 4
+# short iterations to learn from (the defaults, margin 3 and objective work, deviate less)
+EXPERT = "LOOKAHEAD(base=FIFO,horizon=15,k=3,margin=1.5,objective=profit)"
 NAME = "imitate-test"
 
 
