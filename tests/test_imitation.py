@@ -42,6 +42,10 @@ def run(line_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     root = tmp_path_factory.mktemp("imitate")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
+        # a module-scoped fixture runs before the per-test MLflow isolation (conftest): an
+        # earlier module's store URI left in the environment would take the run elsewhere
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(var, raising=False)
         out = CliRunner().invoke(
             app,
             [
