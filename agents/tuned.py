@@ -41,7 +41,6 @@ from typing import Any
 
 from taktline.agents.rules import DispatchRule
 from taktline.envs.control import JobView
-from taktline.envs.priorities import best_index
 from taktline.errors import PolicyError
 
 __all__ = ["FAMILIES", "Param", "TunedRule", "parse_rule", "tuned_rule"]
@@ -157,14 +156,6 @@ class TunedRule(DispatchRule):
         if self.family == "SLACKHYB":
             return _slack_hybrid(candidates, now, float(params["w"]))
         return _same(candidates, now, last_family, params)
-
-    def dispatch(self, candidates: Sequence[JobView], now: float, last_family: str | None) -> int:
-        n = len(candidates)
-        if n == 0:
-            raise PolicyError(f"rule {self.name}: asked to dispatch with no waiting job")
-        if n == 1:
-            return 0
-        return best_index(self.priorities(candidates, now, last_family), candidates)
 
 
 def _atc(candidates: Sequence[JobView], now: float, k: float) -> list[float]:
