@@ -208,6 +208,7 @@ def hybrid_solve(
     tabu_share: float = 0.6,
     step_time_s: float | None = None,
     construct_max_s: float = 0.5,
+    start_policy: Any = None,
 ) -> SearchResult:
     """Construct, then tabu search, then CP-SAT LNS, all within ``time_limit_s``.
 
@@ -222,6 +223,10 @@ def hybrid_solve(
         tabu_share: Share of the time left after construction for tabu search (the rest goes
             to LNS).
         step_time_s: LNS step time limit (default: 5% of the budget, 0.2 s to 2 s).
+        start_policy: A learned scheduler, ``(SchedulerNet, scheme)``: it gets half of the
+            construction budget for its greedy and sampled schedules (the rules the other
+            half), and tabu search starts from the better; too big an instance for its half, it
+            is skipped and the log says nothing of it.
 
     Returns:
         The best schedule, the merged anytime log, and ``lower_bound`` when the makespan is
@@ -240,9 +245,19 @@ def hybrid_solve(
     t0 = time.perf_counter()
     trivial = instance.trivial_lower_bound()
     budget = min(time_limit_s * construct_share, construct_max_s)
+    if start_policy is not None:
+        budget /= 2
     built = construct(instance, budget, seed=seed, clock=t0)
     log = list(built.log)
     best, best_ms = built.schedule, built.makespan
+    if start_policy is not None:
+        from taktline.agents.jobshop_policy import policy_search
+
+        net, scheme = start_policy
+        learned = policy_search(instance, budget, seed, net=net, scheme=scheme, clock=t0)
+        if learned is not None and learned.makespan < best_ms:
+            log += [p for p in learned.log if p.makespan < best_ms]
+            best, best_ms = learned.schedule, learned.makespan
     if best_ms > trivial:
         left = time_limit_s - (time.perf_counter() - t0)
         tabu = tabu_search(

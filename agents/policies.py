@@ -11,9 +11,11 @@ A :class:`Policy` answers in two places:
 Neural policies also have :meth:`Policy.act` on batches of encoded observations and masks.
 :func:`load_policy` turns a reference into a policy: a bundle directory, an MLflow model URI
 (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/policy``), a rule name (``SPT``,
-``MWKR``, ``CONWIP(12)``) or ``cpsat`` / ``cpsat:30`` (seconds). A suffix selects the mode of a
-neural policy: ``REF#sample`` (sampling), ``REF#best-of=16`` (job shops: the best of 16 sampled
-rollouts and the greedy one, simulated on a copy of the env before the first decision).
+``MWKR``, ``CONWIP(12)``), ``cpsat`` / ``cpsat:30`` (seconds) or ``scheduler`` /
+``scheduler:weights.npz`` (the learned job-shop scheduler; default: the shipped weights). A
+suffix selects the mode of a neural policy: ``REF#sample`` (sampling), ``REF#best-of=16``
+(job shops: the best of 16 sampled rollouts and the greedy one, simulated on a copy of the env
+before the first decision).
 
 >>> p = load_policy("SPT")
 >>> from taktline.envs.jobshop import JobShopState, load_bundled
@@ -482,6 +484,11 @@ def load_policy(ref: str, seed: int = 0) -> Policy:
 
     if head in DISPATCH_RULES or head in RELEASE_RULES or head in FAMILIES:
         return RulePolicy(text)
+    if head == "SCHEDULER" or head.startswith("SCHEDULER:"):
+        from taktline.agents.jobshop_policy import SchedulerPolicy
+
+        weights = text.partition(":")[2].strip()
+        return SchedulerPolicy(weights or None)
     if head == "CPSAT" or head.startswith("CPSAT:"):
         raw = text.partition(":")[2].strip() or "10"
         try:

@@ -59,6 +59,7 @@ _COMMAND_MODULES = (
     "taktline.cli_fit",
     "taktline.cli_view",
     "taktline.cli_imitate",
+    "taktline.cli_train_jobshop",
 )
 
 for _name in _COMMAND_MODULES:

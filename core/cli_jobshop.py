@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -95,8 +95,9 @@ def solve(
         str,
         typer.Option(
             "--method",
-            help="cpsat (exact solver), rule (best rule + sampling), hybrid (rules -> tabu search"
-            " -> CP-SAT LNS) or policy (a shipped trained network)",
+            help="cpsat (exact solver), rule (best rule + sampling), policy (the learned"
+            " scheduler: greedy, then best of sampled schedules) or hybrid (rules and the learned"
+            " scheduler -> tabu search -> CP-SAT LNS)",
         ),
     ] = "cpsat",
     time_limit: Annotated[
@@ -108,22 +109,28 @@ def solve(
         typer.Option("--anytime-log", help="write the best makespan over time (.csv)"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed of the search")] = 0,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="the learned scheduler's weights (.npz from `taktline train-jobshop`);"
+            " default: the ones shipped with taktline",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     gantt: GanttOpt = None,
 ) -> None:
-    """Solve a job shop: CP-SAT (default), a rule with sampling, or the anytime hybrid."""
+    """Solve a job shop: CP-SAT (default), a rule with sampling, the learned scheduler, or the
+    anytime hybrid."""
     from taktline.envs.jobshop.bundled import resolve_instance
-    from taktline.errors import PolicyError
 
     if method not in SOLVE_METHODS:
         raise SpecError(f"--method: expected one of {', '.join(SOLVE_METHODS)}, got {method!r}")
     check_number("--time-limit", time_limit, above=0, hint="seconds, e.g. --time-limit 10")
     check_number("--workers", workers, minimum=1, hint="e.g. --workers 2")
-    if method == "policy":
-        raise PolicyError(
-            "--method policy: no trained job-shop policy ships with this version of taktline; "
-            "use --method hybrid (or rule, cpsat)"
-        )
+    if weights is not None and method not in ("policy", "hybrid"):
+        raise SpecError(f"--weights: only --method policy or hybrid use weights, not {method}")
+    learned = _learned_scheduler(weights) if method in ("policy", "hybrid") else None
     _check_gantt(gantt)
     if anytime_log is not None:
         from taktline.envs.files import check_output_file
@@ -139,8 +146,15 @@ def solve(
 
     if method == "rule":
         res = construct(inst, time_limit_s=time_limit, seed=seed)
+    elif method == "policy":
+        from taktline.agents.jobshop_policy import policy_solve
+
+        assert learned is not None
+        res = policy_solve(inst, time_limit, seed, net=learned[0], scheme=learned[1])
     else:
-        res = hybrid_solve(inst, time_limit_s=time_limit, num_workers=workers, seed=seed)
+        res = hybrid_solve(
+            inst, time_limit_s=time_limit, num_workers=workers, seed=seed, start_policy=learned
+        )
     check_schedule(inst, res.schedule)
     replayed = replay_schedule(inst, res.schedule).makespan
     status = "optimal" if res.lower_bound is not None else "feasible"
@@ -175,6 +189,20 @@ def solve(
         kind,
         res.wall_time_s,
     )
+
+
+def _learned_scheduler(weights: Path | None) -> tuple[Any, str]:
+    """The learned scheduler and its generation scheme: ``--weights`` or the shipped ones."""
+    from taktline.agents.jobshop_policy import load_net, trained_scheme
+    from taktline.errors import PolicyError
+
+    if weights is not None and not weights.is_file():
+        raise PolicyError(f"--weights: no such file {str(weights)!r}; give a .npz file")
+    try:
+        net, meta = load_net(weights)
+    except PolicyError as exc:
+        raise PolicyError(f"--weights: {exc}") from None
+    return net, trained_scheme(meta)
 
 
 def _solve_table(title: str, cells: list[str], kind: str | None, wall_s: float) -> None:

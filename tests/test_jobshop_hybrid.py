@@ -168,7 +168,8 @@ def test_cli_solve_cpsat_and_rule_methods_report_a_checked_schedule(
     [
         (["--method", "genetic"], "--method: expected one of cpsat, rule, policy, hybrid"),
         (["--method", "hybrid", "--time-limit", "-1"], "--time-limit: must be > 0, got -1"),
-        (["--method", "policy"], "no trained job-shop policy ships"),
+        (["--method", "policy", "--weights", "missing.npz"], "--weights: no such file"),
+        (["--method", "cpsat", "--weights", "w.npz"], "--weights: only --method policy or hybrid"),
         (["--method", "hybrid", "--anytime-log", "log.txt"], "--anytime-log"),
     ],
 )

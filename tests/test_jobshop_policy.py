@@ -1,0 +1,274 @@
+"""The learned job-shop scheduler: features, batched roll-outs, weights, self-labeling, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from taktline.agents.jobshop_features import (
+    N_FEATURES,
+    InstanceTables,
+    batch_features,
+    unscheduled_load,
+)
+from taktline.agents.jobshop_hybrid import hybrid_solve
+from taktline.agents.jobshop_policy import (
+    NetConfig,
+    SchedulerNet,
+    load_net,
+    policy_search,
+    policy_solve,
+    replay_features,
+    rollout,
+    save_net,
+    trained_scheme,
+)
+from taktline.agents.jobshop_search import _greedy
+from taktline.cli import app
+from taktline.envs.jobshop import JobShopState, check_schedule, load_bundled
+from taktline.envs.jobshop.batch import JobShopBatch
+from taktline.envs.jobshop.generators import taillard_like
+from taktline.envs.jobshop.replay import replay_schedule
+from taktline.envs.jobshop.taillard import taillard_instance
+from taktline.errors import PolicyError
+
+
+def _net(seed: int = 0) -> SchedulerNet:
+    torch.manual_seed(seed)
+    return SchedulerNet(NetConfig(dim=16)).eval()
+
+
+def test_features_match_a_direct_computation_from_the_schedule_state() -> None:
+    inst = taillard_like(6, 5, np.random.default_rng(3))
+    tables = InstanceTables(inst)
+    state = JobShopState(inst)
+    batch = JobShopBatch(inst, 1)
+    rng = np.random.default_rng(1)
+    for _ in range(9):  # walk both to the same partial schedule
+        j = int(rng.choice(state.candidate_jobs))
+        state.apply(j)
+        batch.apply(np.array([j]))
+    f = batch_features(tables, batch, unscheduled_load(tables, batch.next_op))[0]
+    assert f.shape == (6, N_FEATURES)
+    cands = set(state.candidate_jobs)
+    assert {j for j in range(6) if f[j, 0] == 1.0} == cands
+    mp, lb = tables.mean_p, inst.trivial_lower_bound()
+    m_of, p_of = inst.machines_matrix(), inst.times_matrix()
+    for j in range(6):
+        i = state.next_op[j]
+        if i == len(inst.jobs[j]):
+            assert f[j, 1] == 1.0
+            continue
+        m = m_of[j][i]
+        est = max(state.job_ready[j], state.machine_available[m])
+        unscheduled_on_m = sum(
+            p_of[k][q] for k in range(6) for q in range(state.next_op[k], 5) if m_of[k][q] == m
+        )
+        assert f[j, 2] == pytest.approx(p_of[j][i] / mp, rel=1e-5)
+        assert f[j, 5] == pytest.approx(state.remaining_work(j) / lb, rel=1e-5)
+        assert f[j, 7] == pytest.approx((est + state.remaining_work(j)) / lb, rel=1e-5)
+        assert f[j, 9] == pytest.approx(unscheduled_on_m / lb, rel=1e-5)
+
+
+def test_greedy_rows_agree_and_sampled_row_zero_is_the_greedy_schedule() -> None:
+    inst = load_bundled("ft06")
+    net = _net()
+    rng = np.random.default_rng(0)
+    greedy = rollout(net, inst, 3, True, rng)
+    sampled = rollout(net, inst, 32, False, rng)
+    assert greedy is not None and sampled is not None
+    assert len(set(greedy.makespan.tolist())) == 1
+    assert sampled.makespan[0] == greedy.makespan[0]
+    assert len(set(sampled.makespan.tolist())) > 1  # sampling explores
+
+
+@pytest.mark.parametrize("scheme", ["active", "non-delay"])
+def test_every_rollout_is_a_feasible_schedule_that_replays_to_its_makespan(scheme: str) -> None:
+    inst = taillard_like(8, 6, np.random.default_rng(5))
+    r = rollout(_net(), inst, 16, False, np.random.default_rng(2), scheme)
+    assert r is not None
+    from taktline.agents.jobshop_search import _batch_row
+
+    for row in range(16):
+        schedule = _batch_row(inst, r.start[row])
+        assert check_schedule(inst, schedule) == r.makespan[row]
+        assert replay_schedule(inst, schedule).makespan <= r.makespan[row]
+
+
+def test_replaying_a_rollouts_choices_gives_the_features_it_was_decided_on() -> None:
+    inst = taillard_like(7, 5, np.random.default_rng(8))
+    r = rollout(_net(), inst, 4, False, np.random.default_rng(4))
+    assert r is not None
+    x, mask, act = replay_features(inst, r.actions[:, 2])
+    assert x.shape[1:] == (7, N_FEATURES) and len(x) == len(mask) == len(act) > 0
+    assert (mask.sum(axis=1) > 1).all()  # forced steps are left out
+    assert mask[np.arange(len(act)), act].all()  # every label is a candidate
+    # the replayed choices rebuild the same schedule
+    batch = JobShopBatch(inst, 1)
+    for a in r.actions[:, 2]:
+        if not batch.done:
+            batch.apply(np.array([a]))
+    assert batch.makespan[0] == r.makespan[2]
+
+
+def test_saved_weights_load_to_the_same_scores_and_bad_files_are_named(tmp_path: Path) -> None:
+    net = _net(3)
+    path = tmp_path / "w.npz"
+    save_net(net, path, {"config_run": {"scheme": "non-delay"}})
+    loaded, meta = load_net(path)
+    assert trained_scheme(meta) == "non-delay"
+    inst = taillard_like(6, 4, np.random.default_rng(0))
+    batch = JobShopBatch(inst, 2)
+    tables = InstanceTables(inst)
+    x = torch.from_numpy(batch_features(tables, batch, unscheduled_load(tables, batch.next_op)))
+    mask = torch.from_numpy(batch.mask)
+    with torch.no_grad():
+        assert torch.equal(net(x, mask), loaded(x, mask))
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not weights")
+    with pytest.raises(PolicyError, match="not a job-shop policy file"):
+        load_net(bad)
+    old = tmp_path / "old.npz"
+    arrays = {k: v.numpy() for k, v in net.state_dict().items()}
+    np.savez(old, __meta__=np.array(json.dumps({"n_features": 7, "config": {}})), **arrays)
+    with pytest.raises(PolicyError, match="retrain"):
+        load_net(old)
+
+
+def test_best_of_n_is_never_worse_than_greedy_and_search_gives_up_past_its_deadline() -> None:
+    inst = taillard_instance("ta01")
+    net = _net()
+    greedy = policy_solve(inst, time_limit_s=0.0, net=net)
+    best = policy_solve(inst, time_limit_s=5.0, samples=64, net=net)
+    assert greedy.iterations == 1 and best.iterations == 64
+    assert best.makespan <= greedy.makespan
+    assert check_schedule(inst, best.schedule) == best.makespan
+    assert policy_search(inst, 1e-6, net=net) is None
+
+
+def test_the_shipped_weights_schedule_unseen_benchmarks_better_than_the_greedy_rules() -> None:
+    """Taillard's instances were never trained on (training draws its own random instances)."""
+    net, meta = load_net()
+    scheme = trained_scheme(meta)
+    names = [f"ta{i:02d}" for i in range(1, 11)]
+    learned, rules, untrained = [], [], []
+    for name in names:
+        inst = taillard_instance(name)
+        opt = inst.reference()[0]
+        learned.append(policy_solve(inst, 0.0, net=net, scheme=scheme).makespan / opt - 1)
+        untrained.append(policy_solve(inst, 0.0, net=_net(), scheme=scheme).makespan / opt - 1)
+        rules.append(
+            min(_greedy(inst, 0, s).makespan for s in ("active", "non-delay")) / opt - 1
+        )  # MWKR, the best greedy rule here, in its better scheme
+    assert np.mean(learned) < np.mean(rules) < np.mean(untrained)
+
+
+def test_the_hybrid_started_from_the_learned_scheduler_keeps_the_better_start() -> None:
+    inst = taillard_instance("ta02")
+    net, meta = load_net()
+    start = policy_solve(inst, 0.25, net=net, scheme=trained_scheme(meta))
+    res = hybrid_solve(inst, time_limit_s=2.0, start_policy=(net, trained_scheme(meta)))
+    assert res.makespan <= start.makespan
+    assert check_schedule(inst, res.schedule) == res.makespan
+    times = [p.time_s for p in res.log]
+    assert times == sorted(times) and [p.makespan for p in res.log] == sorted(
+        (p.makespan for p in res.log), reverse=True
+    )
+
+
+def test_cli_solve_policy_uses_the_shipped_weights_and_writes_an_anytime_log(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log.csv"
+    args = ["solve", "ta01", "--method", "policy", "--time-limit", "0.5", "--json"]
+    out = CliRunner().invoke(app, [*args, "--anytime-log", str(log)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output[out.output.index("{") :])
+    assert data["method"] == "policy" and data["makespan"] >= 1231
+    assert data["anytime"][0]["stage"] == "policy-greedy"
+    assert log.read_text().startswith("time_s,best_makespan,stage")
+
+
+def test_train_jobshop_cli_writes_weights_that_solve_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded MLflow store goes here
+    w = tmp_path / "mine.npz"
+    args = ["train-jobshop", "--out", str(w), "--minutes", "0.15", "--sizes", "6x5,8x6"]
+    out = CliRunner().invoke(app, [*args, "--beta", "8", "--eval-every", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output[out.output.index("{") :])
+    assert data["instances"] > 0 and data["mlflow_run_id"]
+    import mlflow
+
+    history = mlflow.MlflowClient().get_metric_history(data["mlflow_run_id"], "label_ratio")
+    assert history and all(p.value >= 1.0 for p in history)  # best sample / lower bound
+    out = CliRunner().invoke(app, ["solve", "ft06", "--method", "policy", "--weights", str(w)])
+    assert out.exit_code == 0, out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--sizes", "10by10"], "--sizes: expected JOBSxMACHINES"),
+        (["--scheme", "fast"], "--scheme: expected one of active, non-delay"),
+        (["--minutes", "0"], "--minutes: must be > 0"),
+        (["--beta", "1"], "beta: need at least 2"),
+        (["--out", "w.txt"], "--out"),
+    ],
+)
+def test_train_jobshop_bad_options_give_one_clear_error(args: list[str], needle: str) -> None:
+    out = CliRunner().invoke(app, ["train-jobshop", *args])
+    assert out.exit_code == 2, out.output
+    assert needle in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("scheme", ["active", "non-delay"])
+def test_deciding_snapshot_by_snapshot_rebuilds_the_batched_greedy_schedule(scheme: str) -> None:
+    """One decide path: the snapshot features equal the batch features at every step."""
+    from taktline.agents.policies import load_policy
+    from taktline.envs.jobshop.snapshots import jobshop_snapshot
+
+    inst = taillard_instance("ta03")
+    policy = load_policy("scheduler")
+    net = policy.net  # type: ignore[attr-defined]
+    state = JobShopState(inst, scheme)
+    while not state.done:
+        snap = jobshop_snapshot(state).model_dump(mode="json")  # as a client would post it
+        state.apply(policy.decide(snap).job)
+    greedy = rollout(net, inst, 1, True, np.random.default_rng(0), scheme)
+    assert greedy is not None and state.makespan == int(greedy.makespan[0])
+
+
+def test_the_scheduler_plays_the_jobshop_env_and_names_what_it_cannot_decide() -> None:
+    import gymnasium as gym
+
+    import taktline.envs  # noqa: F401  (registers the envs)
+    from taktline.agents.policies import load_policy
+    from taktline.envs.snapshot import as_snapshot
+
+    policy = load_policy("scheduler")
+    env = gym.make("taktline/JobShop-v0", instance="ft06")
+    obs, _ = env.reset(seed=0)
+    done = False
+    while not done:
+        action = policy.choose(env, obs, env.unwrapped.action_masks())
+        obs, _, term, trunc, _ = env.step(action)
+        done = term or trunc
+    assert env.unwrapped.state.makespan >= 55
+    snap = jobshop_snapshot_of_unknown_instance()
+    with pytest.raises(PolicyError, match=r"snapshot\.instance"):
+        policy.decide(as_snapshot(snap))
+
+
+def jobshop_snapshot_of_unknown_instance() -> dict[str, object]:
+    from taktline.envs.jobshop.snapshots import jobshop_snapshot
+
+    snap = jobshop_snapshot(JobShopState(load_bundled("ft06"))).model_dump(mode="json")
+    snap["instance"] = "no-such-shop"
+    return snap

@@ -1,0 +1,234 @@
+"""Self-labeling training of the job-shop scheduler network (Corsini et al., NeurIPS 2024).
+
+No optimal schedules and no reward shaping: for each random instance the current network samples
+``beta`` schedules in one batched roll-out; the best of them becomes the label, and the network
+is trained by cross-entropy to make that schedule's choices (only steps with more than one
+candidate count). As the network improves, so do its best samples, and so do its labels.
+
+Instances are Taillard-like (every job visits every machine, times 1-99) of several sizes; the
+network is checked greedily every ``eval_every_s`` on a fixed validation set drawn from another
+seed stream (never the benchmark), and the best checkpoint is kept. Every run is an MLflow run
+(experiment ``train-jobshop``): parameters, the learning curve, the weights.
+
+    taktline train-jobshop --minutes 90 --out jobshop_policy.npz
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from taktline.agents.jobshop_policy import (
+    NetConfig,
+    SchedulerNet,
+    replay_features,
+    rollout,
+    save_net,
+)
+from taktline.envs.jobshop.generators import taillard_like
+from taktline.envs.jobshop.instance import JobShopInstance
+from taktline.errors import SpecError
+
+#: Training sizes (jobs, machines), drawn uniformly.
+DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((10, 10), (15, 10), (15, 15), (20, 10), (20, 15))
+#: Validation sizes; ``VALIDATION_PER_SIZE`` instances each.
+VALIDATION_SIZES: tuple[tuple[int, int], ...] = ((15, 15), (20, 15))
+VALIDATION_PER_SIZE = 8
+
+
+@dataclass(frozen=True)
+class SelfLabelConfig:
+    """One training run."""
+
+    minutes: float = 90.0
+    """Wall-clock budget of training (validation included)."""
+    beta: int = 128
+    """Schedules sampled per instance; the best is the label."""
+    sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
+    """Instance sizes (jobs, machines) trained on."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine-decayed to 10% over the budget)."""
+    instances_per_update: int = 4
+    """Instances whose labelled steps make one gradient step."""
+    dim: int = 64
+    """Embedding width of the network."""
+    rounds: int = 1
+    """Message-passing rounds of the network."""
+    eval_every_s: float = 300.0
+    """Seconds between greedy validations."""
+    seed: int = 0
+    """Seed of instances, sampling and initial weights."""
+    device: str = "cpu"
+    """``cpu`` or ``cuda`` (never required)."""
+    threads: int = 1
+    """torch CPU threads."""
+    scheme: str = "active"
+    """Generation scheme of the schedules."""
+
+
+@dataclass
+class SelfLabelResult:
+    """What :func:`train_selflabel` produced."""
+
+    weights: Path
+    best_validation: float
+    instances: int
+    wall_time_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def validation_set(seed: int = 10_000) -> list[JobShopInstance]:
+    """The fixed validation instances (their own seed stream, disjoint from training's)."""
+    rng = np.random.default_rng(seed)
+    return [
+        taillard_like(n, m, rng, name=f"val_{n}x{m}_{k}")
+        for n, m in VALIDATION_SIZES
+        for k in range(VALIDATION_PER_SIZE)
+    ]
+
+
+def greedy_ratio(
+    net: SchedulerNet, instances: list[JobShopInstance], device: str, scheme: str = "active"
+) -> float:
+    """Mean greedy makespan / trivial lower bound over ``instances``."""
+    rng = np.random.default_rng(0)
+    ratios = []
+    net.eval()
+    for inst in instances:
+        r = rollout(net, inst, 1, True, rng, scheme=scheme, device=device)
+        assert r is not None
+        ratios.append(float(r.makespan[0]) / max(1, inst.trivial_lower_bound()))
+    return float(np.mean(ratios))
+
+
+def check_config(cfg: SelfLabelConfig) -> None:
+    """Name a bad setting before any work."""
+    if not cfg.minutes > 0:
+        raise SpecError(f"minutes: must be > 0, got {cfg.minutes}")
+    if cfg.beta < 2:
+        raise SpecError(f"beta: need at least 2 samples per instance, got {cfg.beta}")
+    if cfg.device not in ("cpu", "cuda"):
+        raise SpecError(f"device: expected cpu or cuda, got {cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("device: cuda was asked for but torch sees no GPU here; use --device cpu")
+    if not cfg.sizes or any(n < 2 or m < 2 for n, m in cfg.sizes):
+        raise SpecError(f"sizes: need (jobs, machines) pairs of at least 2, got {cfg.sizes}")
+
+
+def train_selflabel(
+    cfg: SelfLabelConfig,
+    out: Path,
+    on_progress: Callable[[float, dict[str, float]], None] | None = None,
+) -> SelfLabelResult:
+    """Train for ``cfg.minutes``; write the best-validated weights to ``out`` (``.npz``)."""
+    import mlflow
+
+    from taktline.training import tracking
+
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    net = SchedulerNet(NetConfig(cfg.dim, cfg.rounds)).to(cfg.device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    val = validation_set()
+    budget = cfg.minutes * 60.0
+    t0 = time.perf_counter()
+    history: list[dict[str, float]] = []
+    best_val = greedy_ratio(net, val, cfg.device, cfg.scheme)
+    save_net(net, out, {"validation_ratio": best_val, "instances": 0, "config_run": asdict(cfg)})
+    next_eval = t0 + cfg.eval_every_s
+    instances = 0
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    label_ratio: list[float] = []
+    tracking.configure()
+    exp = tracking.ensure_experiment("train-jobshop")
+    with mlflow.start_run(experiment_id=exp, run_name="self-labeling") as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in asdict(cfg).items()})
+        while True:
+            now = time.perf_counter()
+            done = now - t0 >= budget
+            if now >= next_eval or done:
+                ratio = greedy_ratio(net, val, cfg.device, cfg.scheme)
+                elapsed = now - t0
+                point = {
+                    "minutes": elapsed / 60.0,
+                    "instances": float(instances),
+                    "validation_greedy_ratio": ratio,
+                    "label_ratio": float(np.mean(label_ratio)) if label_ratio else float("nan"),
+                }
+                label_ratio.clear()
+                history.append(point)
+                mlflow.log_metrics({k: v for k, v in point.items() if v == v}, step=instances)
+                if ratio < best_val:
+                    best_val = ratio
+                    meta = {
+                        "validation_ratio": ratio,
+                        "instances": instances,
+                        "minutes": elapsed / 60.0,
+                        "config_run": asdict(cfg),
+                    }
+                    save_net(net, out, meta)
+                if on_progress is not None:
+                    on_progress(min(1.0, elapsed / budget), point)
+                next_eval = time.perf_counter() + cfg.eval_every_s
+                if done:
+                    break
+            n, m = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+            inst = taillard_like(n, m, rng)
+            net.eval()
+            r = rollout(net, inst, cfg.beta, False, rng, scheme=cfg.scheme, device=cfg.device)
+            assert r is not None
+            best = int(r.makespan.argmin())
+            label_ratio.append(float(r.makespan[best]) / max(1, inst.trivial_lower_bound()))
+            pending.append(replay_features(inst, r.actions[:, best], cfg.scheme))
+            instances += 1
+            if len(pending) < cfg.instances_per_update:
+                continue
+            x, mask, act = (torch.from_numpy(a) for a in _stack_padded(pending))
+            pending.clear()
+            net.train()
+            frac = min(1.0, (time.perf_counter() - t0) / budget)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+            loss = _label_loss(net, x.to(cfg.device), mask.to(cfg.device), act.to(cfg.device))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+        mlflow.log_artifact(str(out), "weights")
+        run_id = run.info.run_id
+    return SelfLabelResult(out, best_val, instances, time.perf_counter() - t0, history, run_id)
+
+
+def _stack_padded(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps of instances of different sizes in one batch: extra job slots are finished jobs
+    (no candidate, left out of every summary)."""
+    width = max(p[0].shape[1] for p in parts)
+    xs, masks = [], []
+    for x, mask, _ in parts:
+        pad = width - x.shape[1]
+        if pad:
+            filler = np.zeros((x.shape[0], pad, x.shape[2]), dtype=x.dtype)
+            filler[..., 1] = 1.0
+            x = np.concatenate([x, filler], axis=1)
+            mask = np.concatenate([mask, np.zeros((mask.shape[0], pad), dtype=bool)], axis=1)
+        xs.append(x)
+        masks.append(mask)
+    return np.concatenate(xs), np.concatenate(masks), np.concatenate([p[2] for p in parts])
+
+
+def _label_loss(net: SchedulerNet, x: torch.Tensor, mask: torch.Tensor, act: torch.Tensor) -> Any:
+    """Cross-entropy of the labelled choices (steps already restricted to > 1 candidate)."""
+    logits = net(x, mask)
+    return F.cross_entropy(logits, act)
