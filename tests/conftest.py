@@ -48,8 +48,11 @@ def _isolated_mlflow_uris(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     subprocess resolved aliases against an earlier test's registry. Both are reset here.
     """
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(var, raising=False)  # restored (to unset) after the test
+        monkeypatch.delenv(var, raising=False)  # restored after the test when it was set
     yield
+    # monkeypatch records nothing for a variable that was unset: what the test set goes here
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(var, None)
     import sys
 
     if "mlflow" in sys.modules:
