@@ -1,8 +1,18 @@
-"""Quality benchmark 1: a size-agnostic policy trained on random 10x10 job shops, evaluated on
-Taillard ta01-ta10 (15x15) against priority rules in taktline's own schedule generation.
+"""Quality benchmark 1: learned job-shop schedulers on Taillard instances never trained on.
 
-    python bench/quality_jobshop.py --minutes 40            # train, then evaluate
-    python bench/quality_jobshop.py --bundle runs/<id>/best_bundle   # evaluate only
+    python bench/quality_jobshop.py                          # the shipped learned scheduler
+    python bench/quality_jobshop.py --weights my.npz --samples 32,128,1024
+    python bench/quality_jobshop.py --ppo --minutes 40       # the PPO attention policy (older)
+    python bench/quality_jobshop.py --ppo --bundle runs/<id>/best_bundle
+
+The learned scheduler (self-labeling, :mod:`taktline.training.jobshop_selflabel`) runs greedily
+and as the best of N sampled schedules (one batched roll-out per instance, ``--samples``), on
+ta01-10 (15x15) and ta11-20 (20x15); beside it, in the same run, every greedy rule in both
+generation schemes and MOPNR (MOR) with random tie-breaks, best of 128. Prints the mean gap to
+the best known makespan per group with seconds per instance, and the paired comparison with the
+best greedy rule; writes ``results.json``.
+
+The ``--ppo`` mode is the earlier benchmark of the PPO-trained attention policy on ta01-10:
 
 Training runs in ``--workdir`` (MLflow embedded store there). The policy is evaluated greedily
 and as best of N sampled rollouts; the rules run in both generation schemes (active and
@@ -23,6 +33,100 @@ import numpy as np
 
 INSTANCES = [f"ta{i:02d}" for i in range(1, 11)]
 RULES = ["SPT", "MWKR", "MOPNR", "FIFO", "LPT"]
+GROUPS = {"ta01-10": range(1, 11), "ta11-20": range(11, 21)}
+
+
+def mor_random_ties(instance: Any, samples: int, seed: int) -> int:
+    """Best makespan of MOPNR (most operations remaining) with random tie-breaks, both schemes."""
+    from taktline.envs.jobshop.batch import JobShopBatch
+
+    rng = np.random.default_rng(seed)
+    n_ops = np.array([len(ops) for ops in instance.jobs])
+    best = 1 << 62
+    for scheme in ("active", "non-delay"):
+        batch = JobShopBatch(instance, samples, scheme)
+        while not batch.done:
+            score = (n_ops[None, :] - batch.next_op) + 0.5 * rng.random(batch.mask.shape)
+            score[~batch.mask] = -np.inf
+            batch.apply(score.argmax(axis=1))
+        best = min(best, int(batch.makespan.min()))
+    return best
+
+
+def evaluate_scheduler(weights: Path | None, samples: list[int]) -> dict[str, Any]:
+    """Gaps (%) of the learned scheduler, the greedy rules and MOR best-of-128 on ta01-20."""
+    from taktline.agents.jobshop_dispatch import dispatch
+    from taktline.agents.jobshop_policy import load_net, policy_solve, trained_scheme
+    from taktline.envs.jobshop.taillard import taillard_instance
+
+    net, meta = load_net(weights)
+    scheme = trained_scheme(meta)
+    rows: dict[str, dict[str, Any]] = {}
+    for g, ks in GROUPS.items():
+        for k in ks:
+            name = f"ta{k:02d}"
+            inst = taillard_instance(name)
+            ref = inst.reference()[0]
+            row: dict[str, Any] = {"group": g, "reference": ref, "seconds": {}}
+            t = time.perf_counter()
+            row["policy greedy"] = policy_solve(inst, 0.0, net=net, scheme=scheme).makespan
+            row["seconds"]["policy greedy"] = time.perf_counter() - t
+            for n in samples:
+                t = time.perf_counter()
+                res = policy_solve(
+                    inst, 3600.0, seed=0, samples=n, batch_size=n, net=net, scheme=scheme
+                )
+                row[f"policy best-of-{n}"] = res.makespan
+                row["seconds"][f"policy best-of-{n}"] = time.perf_counter() - t
+            for rule in RULES:
+                row[rule] = min(dispatch(inst, rule, s).makespan for s in ("active", "non-delay"))
+            t = time.perf_counter()
+            row["MOR best-of-128"] = mor_random_ties(inst, 128, seed=k)
+            row["seconds"]["MOR best-of-128"] = time.perf_counter() - t
+            rows[name] = row
+            print(
+                f"{name}: "
+                + ", ".join(
+                    f"{m} {100 * (row[m] / ref - 1):.1f}%"
+                    for m in row
+                    if m not in ("group", "reference", "seconds")
+                ),
+                flush=True,
+            )
+    return {
+        "weights": str(weights or "shipped"),
+        "scheme": scheme,
+        "meta": {k: meta.get(k) for k in ("validation_ratio", "instances", "minutes")},
+        "rows": rows,
+    }
+
+
+def report_scheduler(data: dict[str, Any]) -> None:
+    """Mean gap per group and method; the paired test of each policy mode against the best rule."""
+    from taktline.training.evaluate import paired_test
+
+    rows = data["rows"]
+    methods = [m for m in next(iter(rows.values())) if m not in ("group", "reference", "seconds")]
+    print(
+        f"\nlearned scheduler ({data['weights']}, scheme {data['scheme']}) vs rules: "
+        "mean gap to best known makespan, % [mean seconds per instance]"
+    )
+    for g in GROUPS:
+        rs = [r for r in rows.values() if r["group"] == g]
+        gaps = {m: np.array([100 * (r[m] / r["reference"] - 1) for r in rs]) for m in methods}
+        print(f"{g} ({len(rs)} instances)")
+        for m in methods:
+            secs = [r["seconds"][m] for r in rs if m in r["seconds"]]
+            timing = f" [{np.mean(secs):.2f} s]" if secs else ""
+            print(f"  {m:22} {gaps[m].mean():6.2f}{timing}")
+        best_rule = min(RULES, key=lambda m: gaps[m].mean())
+        for m in methods:
+            if m.startswith("policy"):
+                t = paired_test(gaps[m] - gaps[best_rule], higher_is_better=False)
+                print(
+                    f"  {m} - greedy {best_rule}: {t['diff_mean']:+.2f} pts, 95% CI "
+                    f"[{t['diff_ci_low']:+.2f}, {t['diff_ci_high']:+.2f}], p {t['p_ttest']:.3g}"
+                )
 
 
 def train_policy(minutes: float, workdir: Path, scheme: str, extra: list[str]) -> Path:
@@ -122,7 +226,10 @@ def report(data: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=40.0, help="training wall-clock budget")
+    ap.add_argument("--weights", type=Path, help="learned scheduler weights (default: shipped)")
+    ap.add_argument("--samples", default="32,128", help="best-of-N sizes, comma-separated")
+    ap.add_argument("--ppo", action="store_true", help="the older PPO attention benchmark")
+    ap.add_argument("--minutes", type=float, default=40.0, help="PPO training wall-clock budget")
     ap.add_argument("--workdir", type=Path, default=Path("bench_out/jobshop"))
     ap.add_argument("--bundle", type=Path, help="evaluate this bundle instead of training")
     ap.add_argument("--best-of", type=int, default=32, help="sampled rollouts (0: greedy only)")
@@ -145,6 +252,13 @@ def main() -> None:
     torch.set_num_threads(1)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if not args.ppo:
+        samples = [int(x) for x in args.samples.split(",") if x]
+        result = evaluate_scheduler(args.weights, samples)
+        (workdir / "results.json").write_text(json.dumps(result, indent=2))
+        report_scheduler(result)
+        print(f"results: {workdir / 'results.json'}")
+        return
     t0 = time.time()
     bundle = (
         args.bundle.resolve()

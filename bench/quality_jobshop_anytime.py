@@ -8,8 +8,11 @@ rules at equal wall-clock time on Taillard instances.
 Per instance and budget ``B`` (seconds) it runs, one after another in this process:
 
 * ``cpsat``: :func:`taktline.agents.cpsat.solve` for ``B`` s with ``--workers`` workers;
-* ``hybrid``: :func:`taktline.agents.jobshop_hybrid.hybrid_solve` for ``B`` s (tabu search on one
-  core, then CP-SAT LNS steps with ``--workers`` workers);
+* ``hybrid``: :func:`taktline.agents.jobshop_hybrid.hybrid_solve` for ``B`` s (the rules and the
+  learned scheduler build the start, tabu search on one core, then CP-SAT LNS steps with
+  ``--workers`` workers);
+* ``policy``: the learned scheduler (shipped weights, or ``--weights``) alone: its greedy
+  schedule, then sampled batches for ``B`` s (:func:`taktline.agents.jobshop_policy.policy_solve`);
 * ``rules``: every dispatching rule in both schemes, then MWKR sampling, for ``min(B,
   --rule-budget)`` s (more time buys little);
 * ``MWKR``: the greedy rule alone (budget-independent).
@@ -52,11 +55,14 @@ def group_of(name: str) -> str:
     return next((g for g, r in GROUPS.items() if k in r), "other")
 
 
-def run_instance(name: str, budget: float, workers: int, rule_budget: float) -> dict[str, Any]:
+def run_instance(
+    name: str, budget: float, workers: int, rule_budget: float, learned: Any
+) -> dict[str, Any]:
     """Makespans of every method on one instance at one budget, plus the hybrid's anytime log."""
     from taktline.agents.cpsat import solve
     from taktline.agents.jobshop_dispatch import dispatch
     from taktline.agents.jobshop_hybrid import hybrid_solve
+    from taktline.agents.jobshop_policy import policy_solve
     from taktline.agents.jobshop_search import construct
     from taktline.envs.jobshop.bundled import resolve_instance
     from taktline.envs.jobshop.replay import check_schedule
@@ -74,16 +80,19 @@ def run_instance(name: str, budget: float, workers: int, rule_budget: float) -> 
         check_schedule(inst, cp.schedule)
     out["cpsat"] = cp.makespan
     out["cpsat_log"] = cp_log
-    hy = hybrid_solve(inst, time_limit_s=budget, num_workers=workers)
+    hy = hybrid_solve(inst, time_limit_s=budget, num_workers=workers, start_policy=learned)
     out["hybrid"] = check_schedule(inst, hy.schedule)
     out["hybrid_log"] = [(p.time_s, p.makespan, p.stage) for p in hy.log]
     out["hybrid_wall_s"] = hy.wall_time_s
+    pol = policy_solve(inst, time_limit_s=budget, net=learned[0], scheme=learned[1])
+    out["policy"] = check_schedule(inst, pol.schedule)
+    out["policy_log"] = [(p.time_s, p.makespan, p.stage) for p in pol.log]
     out["rules"] = construct(inst, time_limit_s=min(budget, rule_budget)).makespan
     out["MWKR"] = dispatch(inst, "MWKR").makespan
     return out
 
 
-METHODS = ("cpsat", "hybrid", "rules", "MWKR")
+METHODS = ("cpsat", "hybrid", "policy", "rules", "MWKR")
 
 
 def gap(makespan: int | None, ref: int) -> float:
@@ -102,9 +111,9 @@ def report(results: dict[str, dict[str, dict[str, Any]]], names: list[str]) -> N
             rows = [results[b][n] for n in names if group_of(n) == g and n in results[b]]
             if not rows:
                 continue
-            means = [np.nanmean([gap(r[m], r["reference"]) for r in rows]) for m in METHODS]
+            means = [np.nanmean([gap(r.get(m), r["reference"]) for r in rows]) for m in METHODS]
             print(f"{g:10} {b:>8} {len(rows):>3} " + " ".join(f"{v:8.2f}" for v in means))
-            missing = {m: sum(r[m] is None for r in rows) for m in METHODS}
+            missing = {m: sum(r.get(m) is None for r in rows) for m in METHODS}
             if any(missing.values()):
                 print(
                     f"{'':10} no schedule within {b} s (left out of that mean): "
@@ -141,7 +150,12 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], names: list[str], path: 
 
     budgets = sorted(results, key=float)
     fig, ax = plt.subplots(figsize=(8, 5))
-    colour = {"hybrid": "tab:blue", "cpsat": "tab:orange", "rules": "tab:green"}
+    colour = {
+        "hybrid": "tab:blue",
+        "cpsat": "tab:orange",
+        "rules": "tab:green",
+        "policy": "tab:red",
+    }
     for k, g in enumerate(sorted({group_of(n) for n in names})):
         line = ("-", "--", ":")[k % 3]
         group = [n for n in names if group_of(n) == g]
@@ -151,9 +165,9 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], names: list[str], path: 
         if not done:
             continue
         grid = np.geomspace(0.01, float(top), 80)
-        for method in ("hybrid", "cpsat"):
+        for method in ("hybrid", "cpsat", "policy"):
             key = f"{method}_log"
-            if not all(results[top][n].get(key) for n in done):
+            if not all(results[top][n].get(key) for n in done):  # older results: no policy
                 continue
             curves = np.array([_curve(results[top][n], key, grid) for n in done])
             ok = ~np.isnan(curves).any(axis=0)  # only where every instance has a schedule
@@ -163,6 +177,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], names: list[str], path: 
             ("cpsat", "o", "CP-SAT at each budget"),
             ("rules", "s", "rules + sampling (<= 1 s)"),
             ("hybrid", "^", "hybrid at each budget"),
+            ("policy", "v", "learned scheduler at each budget"),
         ):
             # a budget counts only where the method scheduled every instance (no biased means)
             pts = [
@@ -171,7 +186,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], names: list[str], path: 
                     np.mean([gap(results[b][n][method], results[b][n]["reference"]) for n in done]),
                 )
                 for b in budgets
-                if all(n in results[b] and results[b][n][method] is not None for n in done)
+                if all(n in results[b] and results[b][n].get(method) is not None for n in done)
             ]
             if pts:
                 style = marker + (line if method == "rules" else "")
@@ -180,7 +195,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], names: list[str], path: 
     ax.set_xscale("log")
     ax.set_xlabel("wall-clock time per instance, s (log scale)")
     ax.set_ylabel("mean gap to best known, %")
-    ax.set_title("job shops: anytime hybrid vs CP-SAT at equal time")
+    ax.set_title("job shops: learned scheduler, anytime hybrid and CP-SAT at equal time")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -194,6 +209,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="1,10,60", help="seconds per instance, comma-separated")
     ap.add_argument("--workers", type=int, default=2, help="CP-SAT workers (cpsat and LNS)")
     ap.add_argument("--rule-budget", type=float, default=1.0, help="cap on the rules' budget")
+    ap.add_argument("--weights", type=Path, help="learned scheduler weights (default: shipped)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/jobshop_anytime"))
     ap.add_argument(
         "--from-results",
@@ -213,6 +229,10 @@ def main() -> None:
         report(merged, done)
         plot(merged, done, args.out / "anytime.png")
         return
+    from taktline.agents.jobshop_policy import load_net, trained_scheme
+
+    net, net_meta = load_net(args.weights)
+    learned = (net, trained_scheme(net_meta))
     names = parse_instances(args.instances)
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +240,7 @@ def main() -> None:
     t0 = time.time()
     for b in budgets:
         for n in names:
-            r = run_instance(n, float(b), args.workers, args.rule_budget)
+            r = run_instance(n, float(b), args.workers, args.rule_budget, learned)
             results[b][n] = r
             print(
                 f"[{time.time() - t0:7.0f} s] {n} {b:>3} s: "
