@@ -535,6 +535,11 @@ class Twin:
             self._set_state(m, state)
             if state == IDLE:
                 self._mark_idle(s)
+                # a free machine makes room for one more job (see _space): pull in a job
+                # blocked upstream and orders due, as when a finish frees the machine;
+                # without this a line whose station has no buffer stays blocked for good
+                if s.blocked or (s.entry and self.pool):
+                    self._space_freed(s)
         if not m.busy_basis:
             self._schedule(self.now + m.fail_ttf(), FAIL, m.gid, m.token)
 
@@ -717,7 +722,10 @@ class Twin:
         fifo: bool | None = None  # is disp the FIFO rule? (looked up when first needed)
         while True:
             # -- 1. every decision due now: lowest marked station first; a start may mark
-            #       stations again (upstream ones too, through blocking)
+            #       stations again (upstream ones too, through blocking). A decision (one the
+            #       twin would ask for without a controller) ends the pass over the station's
+            #       machines, inline as asked: the release due and the lowest marked station
+            #       come first after every decision, so both take the same steps in one order
             now = self.now
             while True:
                 if self._release_dirty:
@@ -737,6 +745,7 @@ class Twin:
                         continue
                     if not buf:
                         break
+                    decided = False  # a decision, not the lone job started unasked
                     if len(buf) == 1 and auto:
                         k = 0
                     elif disp is None:
@@ -745,6 +754,7 @@ class Twin:
                         self._pending = req
                         return req
                     else:
+                        decided = True
                         if fifo is None:
                             fifo = getattr(disp, "name", None) == "FIFO"
                         # FIFO without calling the rule (half a compiled FIFO run's time): the
@@ -761,6 +771,9 @@ class Twin:
                     job = buf.pop(k)
                     if not m.plain:
                         self._start(m, job)
+                        if decided:  # as after an asked decision (see above)
+                            self._dirty |= low
+                            break
                         continue
                     # _start for a plain machine (no setup, no busy-time failure clock)
                     s.wait_sum += now - job.queue_entry_time
@@ -784,6 +797,9 @@ class Twin:
                     push(heap, (end, self._seq, FINISH, gid, m.token))
                     if s.blocked or (s.entry and self.pool):
                         self._space_freed(s)
+                    if decided:  # as after an asked decision (see above)
+                        self._dirty |= low
+                        break
             # -- 2. the next instant: all of its events, in scheduling order
             if not heap:
                 break
