@@ -223,10 +223,10 @@ def hybrid_solve(
         tabu_share: Share of the time left after construction for tabu search (the rest goes
             to LNS).
         step_time_s: LNS step time limit (default: 5% of the budget, 0.2 s to 2 s).
-        start_policy: A learned scheduler, ``(SchedulerNet, scheme)``: it gets half of the
-            construction budget for its greedy and sampled schedules (the rules the other
-            half), and tabu search starts from the better; too big an instance for its half, it
-            is skipped and the log says nothing of it.
+        start_policy: A :class:`~taktline.agents.jobshop_policy.LearnedScheduler`: it gets
+            half of the construction budget for its greedy and sampled schedules (the rules
+            the other half), and tabu search starts from the better; too big an instance for
+            its half, it is skipped and the log says nothing of it.
 
     Returns:
         The best schedule, the merged anytime log, and ``lower_bound`` when the makespan is
@@ -253,8 +253,7 @@ def hybrid_solve(
     if start_policy is not None:
         from taktline.agents.jobshop_policy import policy_search
 
-        net, scheme = start_policy
-        learned = policy_search(instance, budget, seed, net=net, scheme=scheme, clock=t0)
+        learned = policy_search(instance, budget, seed, scheduler=start_policy, clock=t0)
         if learned is not None and learned.makespan < best_ms:
             log += [p for p in learned.log if p.makespan < best_ms]
             best, best_ms = learned.schedule, learned.makespan

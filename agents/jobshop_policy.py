@@ -120,10 +120,12 @@ def rollout(
     scheme: str = "active",
     deadline: float | None = None,
     device: str = "cpu",
+    temperature: float = 1.0,
 ) -> Rollouts | None:
     """Build ``batch_size`` schedules with ``net``: argmax (``greedy``) or sampled choices.
 
     Row 0 of a sampled batch is greedy, so best-of-N is never worse than the greedy schedule.
+    Sampling draws from ``softmax(logits / temperature)``.
     Returns None when ``deadline`` (a ``time.perf_counter()`` value) passes first.
     """
     tables = InstanceTables(instance)
@@ -146,7 +148,7 @@ def rollout(
             else:
                 g = -np.log(-np.log(rng.random(logits.shape) + 1e-12) + 1e-12)
                 g[0] = 0.0
-                choice = (logits + g).argmax(axis=1)
+                choice = (logits / temperature + g).argmax(axis=1)
             choice = np.where(single, mask.argmax(axis=1), choice)
         choice = np.where(batch.row_done, 0, choice)
         live = ~batch.row_done
@@ -223,14 +225,28 @@ def trained_scheme(meta: dict[str, Any]) -> str:
     return str(meta.get("config_run", {}).get("scheme", "active"))
 
 
+@dataclass(frozen=True)
+class LearnedScheduler:
+    """A network with how to use it: its generation scheme and its sampling temperature."""
+
+    net: SchedulerNet
+    scheme: str = "active"
+    temperature: float = 1.0
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None) -> LearnedScheduler:
+        """From a ``.npz`` of :func:`save_net` (default: the shipped weights)."""
+        net, meta = load_net(weights)
+        return cls(net, trained_scheme(meta), float(meta.get("sampling_temperature", 1.0)))
+
+
 def policy_solve(
     instance: JobShopInstance,
     time_limit_s: float = 1.0,
     seed: int = 0,
     samples: int | None = None,
     batch_size: int = 64,
-    net: SchedulerNet | None = None,
-    scheme: str | None = None,
+    scheduler: LearnedScheduler | None = None,
     clock: float | None = None,
 ) -> SearchResult:
     """The learned policy's greedy schedule, then sampled batches until the limit; the best.
@@ -241,12 +257,11 @@ def policy_solve(
         seed: Seed of the sampling.
         samples: Stop after this many schedules (default: only the time limit stops).
         batch_size: Schedules built per batch.
-        net: The network (default: the shipped weights).
-        scheme: Generation scheme (default: the one the weights were trained in, else active).
+        scheduler: The network and its settings (default: the shipped weights).
         clock: ``time.perf_counter()`` value the anytime log counts from (default: now).
     """
     result = policy_search(
-        instance, time_limit_s, seed, samples, batch_size, net, scheme, clock, greedy_always=True
+        instance, time_limit_s, seed, samples, batch_size, scheduler, clock, greedy_always=True
     )
     assert result is not None
     return result
@@ -258,8 +273,7 @@ def policy_search(
     seed: int = 0,
     samples: int | None = None,
     batch_size: int = 64,
-    net: SchedulerNet | None = None,
-    scheme: str | None = None,
+    scheduler: LearnedScheduler | None = None,
     clock: float | None = None,
     greedy_always: bool = False,
 ) -> SearchResult | None:
@@ -269,10 +283,8 @@ def policy_search(
     t0 = time.perf_counter() if clock is None else clock
     started = time.perf_counter()
     deadline = started + time_limit_s
-    if net is None:
-        net, meta = load_net()
-        scheme = scheme or trained_scheme(meta)
-    scheme = scheme or "active"
+    sched = scheduler or LearnedScheduler.load()
+    net, scheme = sched.net, sched.scheme
     rng = np.random.default_rng(seed)
     first = rollout(net, instance, 1, True, rng, scheme, None if greedy_always else deadline)
     if first is None:
@@ -282,7 +294,9 @@ def policy_search(
     built = 1
     while time.perf_counter() < deadline and (samples is None or built < samples):
         size = batch_size if samples is None else min(batch_size, samples - built + 1)
-        r = rollout(net, instance, size, False, rng, scheme, deadline=deadline)
+        r = rollout(
+            net, instance, size, False, rng, scheme, deadline, temperature=sched.temperature
+        )
         if r is None:
             break
         built += size - 1  # row 0 repeats the greedy schedule
@@ -307,8 +321,7 @@ class SchedulerPolicy(Policy):
     """
 
     def __init__(self, weights: str | Path | None = None) -> None:
-        self.net, meta = load_net(weights)
-        self.scheme = trained_scheme(meta)
+        self.net = LearnedScheduler.load(weights).net
         self.name = "SCHEDULER" if weights is None else f"SCHEDULER({Path(weights).name})"
         self._tables: dict[Any, InstanceTables] = {}
 
@@ -359,6 +372,7 @@ class SchedulerPolicy(Policy):
 
 
 __all__ = [
+    "LearnedScheduler",
     "NetConfig",
     "Rollouts",
     "SchedulerNet",

@@ -56,11 +56,11 @@ def mor_random_ties(instance: Any, samples: int, seed: int) -> int:
 def evaluate_scheduler(weights: Path | None, samples: list[int]) -> dict[str, Any]:
     """Gaps (%) of the learned scheduler, the greedy rules and MOR best-of-128 on ta01-20."""
     from taktline.agents.jobshop_dispatch import dispatch
-    from taktline.agents.jobshop_policy import load_net, policy_solve, trained_scheme
+    from taktline.agents.jobshop_policy import LearnedScheduler, load_net, policy_solve
     from taktline.envs.jobshop.taillard import taillard_instance
 
-    net, meta = load_net(weights)
-    scheme = trained_scheme(meta)
+    learned = LearnedScheduler.load(weights)
+    meta = load_net(weights)[1]
     rows: dict[str, dict[str, Any]] = {}
     for g, ks in GROUPS.items():
         for k in ks:
@@ -69,13 +69,11 @@ def evaluate_scheduler(weights: Path | None, samples: list[int]) -> dict[str, An
             ref = inst.reference()[0]
             row: dict[str, Any] = {"group": g, "reference": ref, "seconds": {}}
             t = time.perf_counter()
-            row["policy greedy"] = policy_solve(inst, 0.0, net=net, scheme=scheme).makespan
+            row["policy greedy"] = policy_solve(inst, 0.0, scheduler=learned).makespan
             row["seconds"]["policy greedy"] = time.perf_counter() - t
             for n in samples:
                 t = time.perf_counter()
-                res = policy_solve(
-                    inst, 3600.0, seed=0, samples=n, batch_size=n, net=net, scheme=scheme
-                )
+                res = policy_solve(inst, 3600.0, seed=0, samples=n, batch_size=n, scheduler=learned)
                 row[f"policy best-of-{n}"] = res.makespan
                 row["seconds"][f"policy best-of-{n}"] = time.perf_counter() - t
             for rule in RULES:
@@ -95,7 +93,8 @@ def evaluate_scheduler(weights: Path | None, samples: list[int]) -> dict[str, An
             )
     return {
         "weights": str(weights or "shipped"),
-        "scheme": scheme,
+        "scheme": learned.scheme,
+        "temperature": learned.temperature,
         "meta": {k: meta.get(k) for k in ("validation_ratio", "instances", "minutes")},
         "rows": rows,
     }

@@ -84,7 +84,7 @@ def run_instance(
     out["hybrid"] = check_schedule(inst, hy.schedule)
     out["hybrid_log"] = [(p.time_s, p.makespan, p.stage) for p in hy.log]
     out["hybrid_wall_s"] = hy.wall_time_s
-    pol = policy_solve(inst, time_limit_s=budget, net=learned[0], scheme=learned[1])
+    pol = policy_solve(inst, time_limit_s=budget, scheduler=learned)
     out["policy"] = check_schedule(inst, pol.schedule)
     out["policy_log"] = [(p.time_s, p.makespan, p.stage) for p in pol.log]
     out["rules"] = construct(inst, time_limit_s=min(budget, rule_budget)).makespan
@@ -229,10 +229,9 @@ def main() -> None:
         report(merged, done)
         plot(merged, done, args.out / "anytime.png")
         return
-    from taktline.agents.jobshop_policy import load_net, trained_scheme
+    from taktline.agents.jobshop_policy import LearnedScheduler
 
-    net, net_meta = load_net(args.weights)
-    learned = (net, trained_scheme(net_meta))
+    learned = LearnedScheduler.load(args.weights)
     names = parse_instances(args.instances)
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ def solve(
         from taktline.agents.jobshop_policy import policy_solve
 
         assert learned is not None
-        res = policy_solve(inst, time_limit, seed, net=learned[0], scheme=learned[1])
+        res = policy_solve(inst, time_limit, seed, scheduler=learned)
     else:
         res = hybrid_solve(
             inst, time_limit_s=time_limit, num_workers=workers, seed=seed, start_policy=learned
@@ -191,18 +191,17 @@ def solve(
     )
 
 
-def _learned_scheduler(weights: Path | None) -> tuple[Any, str]:
-    """The learned scheduler and its generation scheme: ``--weights`` or the shipped ones."""
-    from taktline.agents.jobshop_policy import load_net, trained_scheme
+def _learned_scheduler(weights: Path | None) -> Any:
+    """The learned scheduler: ``--weights`` or the shipped ones."""
+    from taktline.agents.jobshop_policy import LearnedScheduler
     from taktline.errors import PolicyError
 
     if weights is not None and not weights.is_file():
         raise PolicyError(f"--weights: no such file {str(weights)!r}; give a .npz file")
     try:
-        net, meta = load_net(weights)
+        return LearnedScheduler.load(weights)
     except PolicyError as exc:
         raise PolicyError(f"--weights: {exc}") from None
-    return net, trained_scheme(meta)
 
 
 def _solve_table(title: str, cells: list[str], kind: str | None, wall_s: float) -> None:

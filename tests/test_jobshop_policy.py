@@ -18,6 +18,7 @@ from taktline.agents.jobshop_features import (
 )
 from taktline.agents.jobshop_hybrid import hybrid_solve
 from taktline.agents.jobshop_policy import (
+    LearnedScheduler,
     NetConfig,
     SchedulerNet,
     load_net,
@@ -142,26 +143,26 @@ def test_saved_weights_load_to_the_same_scores_and_bad_files_are_named(tmp_path:
 
 def test_best_of_n_is_never_worse_than_greedy_and_search_gives_up_past_its_deadline() -> None:
     inst = taillard_instance("ta01")
-    net = _net()
-    greedy = policy_solve(inst, time_limit_s=0.0, net=net)
-    best = policy_solve(inst, time_limit_s=5.0, samples=64, net=net)
+    sched = LearnedScheduler(_net())
+    greedy = policy_solve(inst, time_limit_s=0.0, scheduler=sched)
+    best = policy_solve(inst, time_limit_s=5.0, samples=64, scheduler=sched)
     assert greedy.iterations == 1 and best.iterations == 64
     assert best.makespan <= greedy.makespan
     assert check_schedule(inst, best.schedule) == best.makespan
-    assert policy_search(inst, 1e-6, net=net) is None
+    assert policy_search(inst, 1e-6, scheduler=sched) is None
 
 
 def test_the_shipped_weights_schedule_unseen_benchmarks_better_than_the_greedy_rules() -> None:
     """Taillard's instances were never trained on (training draws its own random instances)."""
-    net, meta = load_net()
-    scheme = trained_scheme(meta)
+    shipped = LearnedScheduler.load()
+    untrained_net = LearnedScheduler(_net(), shipped.scheme)
     names = [f"ta{i:02d}" for i in range(1, 11)]
     learned, rules, untrained = [], [], []
     for name in names:
         inst = taillard_instance(name)
         opt = inst.reference()[0]
-        learned.append(policy_solve(inst, 0.0, net=net, scheme=scheme).makespan / opt - 1)
-        untrained.append(policy_solve(inst, 0.0, net=_net(), scheme=scheme).makespan / opt - 1)
+        learned.append(policy_solve(inst, 0.0, scheduler=shipped).makespan / opt - 1)
+        untrained.append(policy_solve(inst, 0.0, scheduler=untrained_net).makespan / opt - 1)
         rules.append(
             min(_greedy(inst, 0, s).makespan for s in ("active", "non-delay")) / opt - 1
         )  # MWKR, the best greedy rule here, in its better scheme
@@ -170,9 +171,9 @@ def test_the_shipped_weights_schedule_unseen_benchmarks_better_than_the_greedy_r
 
 def test_the_hybrid_started_from_the_learned_scheduler_keeps_the_better_start() -> None:
     inst = taillard_instance("ta02")
-    net, meta = load_net()
-    start = policy_solve(inst, 0.25, net=net, scheme=trained_scheme(meta))
-    res = hybrid_solve(inst, time_limit_s=2.0, start_policy=(net, trained_scheme(meta)))
+    shipped = LearnedScheduler.load()
+    start = policy_solve(inst, 0.25, scheduler=shipped)
+    res = hybrid_solve(inst, time_limit_s=2.0, start_policy=shipped)
     assert res.makespan <= start.makespan
     assert check_schedule(inst, res.schedule) == res.makespan
     times = [p.time_s for p in res.log]

@@ -109,6 +109,38 @@ def greedy_ratio(
     return float(np.mean(ratios))
 
 
+#: Sampling temperatures tried by :func:`calibrate_temperature`.
+TEMPERATURES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)
+
+
+def calibrate_temperature(
+    weights: Path, samples: int = 128, temperatures: tuple[float, ...] = TEMPERATURES
+) -> tuple[float, dict[float, float]]:
+    """Choose the sampling temperature of best-of-``samples`` on the validation set (never on
+    a benchmark) and store it in the weights file; returns it and the ratio at each one."""
+    from taktline.agents.jobshop_policy import LearnedScheduler, load_net, policy_solve
+
+    net, meta = load_net(weights)
+    scheme = LearnedScheduler.load(weights).scheme
+    val = validation_set()
+    by_t: dict[float, float] = {}
+    for t in temperatures:
+        sched = LearnedScheduler(net, scheme, t)
+        ratios = [
+            policy_solve(
+                inst, 3600.0, seed=1, samples=samples, batch_size=samples, scheduler=sched
+            ).makespan
+            / max(1, inst.trivial_lower_bound())
+            for inst in val
+        ]
+        by_t[t] = float(np.mean(ratios))
+    best = min(by_t, key=lambda t: by_t[t])
+    meta["sampling_temperature"] = best
+    meta["validation_best_of"] = {"samples": samples, "ratio_by_temperature": by_t}
+    save_net(net, weights, {k: v for k, v in meta.items() if k not in ("config", "n_features")})
+    return best, by_t
+
+
 def check_config(cfg: SelfLabelConfig) -> None:
     """Name a bad setting before any work."""
     if not cfg.minutes > 0:
@@ -204,6 +236,9 @@ def train_selflabel(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
+        temperature, by_t = calibrate_temperature(out, cfg.beta)
+        mlflow.log_metrics({f"validation_best_of_{cfg.beta}_t{t:g}": v for t, v in by_t.items()})
+        mlflow.log_param("sampling_temperature", temperature)
         mlflow.log_artifact(str(out), "weights")
         run_id = run.info.run_id
     return SelfLabelResult(out, best_val, instances, time.perf_counter() - t0, history, run_id)
