@@ -353,7 +353,9 @@ class SchedulerPolicy(Policy):
         if problem is not None:
             raise PolicyError(f"snapshot: {problem}")
         key = (inst.name, hash(inst.jobs))
-        tables = self._tables.get(key) or self._tables.setdefault(key, InstanceTables(inst))
+        if key not in self._tables:
+            self._tables[key] = InstanceTables(inst)
+        tables = self._tables[key]
         next_op = np.array([[j.next_op for j in snap.jobs]], dtype=np.int64)
         mask = np.zeros((1, inst.n_jobs), dtype=bool)
         mask[0, [c.job for c in snap.decision.candidates]] = True

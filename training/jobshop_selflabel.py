@@ -118,10 +118,15 @@ def calibrate_temperature(
 ) -> tuple[float, dict[float, float]]:
     """Choose the sampling temperature of best-of-``samples`` on the validation set (never on
     a benchmark) and store it in the weights file; returns it and the ratio at each one."""
-    from taktline.agents.jobshop_policy import LearnedScheduler, load_net, policy_solve
+    from taktline.agents.jobshop_policy import (
+        LearnedScheduler,
+        load_net,
+        policy_solve,
+        trained_scheme,
+    )
 
     net, meta = load_net(weights)
-    scheme = LearnedScheduler.load(weights).scheme
+    scheme = trained_scheme(meta)
     val = validation_set()
     by_t: dict[float, float] = {}
     for t in temperatures:
