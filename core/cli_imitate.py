@@ -52,6 +52,17 @@ def imitate(
     expert_eval: Annotated[
         bool, typer.Option("--expert-eval/--no-expert-eval", help="play the expert in the verdict")
     ] = True,
+    departure_weight: Annotated[
+        float,
+        typer.Option(help="loss weight of states where the expert departs from its base rule"),
+    ] = 1.0,
+    save_states: Annotated[
+        Path | None, typer.Option(help="write the labelled states here (.npz) to reuse them")
+    ] = None,
+    states: Annotated[
+        Path | None,
+        typer.Option(help="start from states a run saved (--save-states; same line and expert)"),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Imitate a slow expert (the lookahead) with a fast network: DAgger over the learner's own
@@ -66,6 +77,12 @@ def imitate(
         names = tuple(r.strip().upper() for r in rules.split(",") if r.strip())
         if not names:
             raise PolicyError(f"--rules: no rule named in {rules!r}; e.g. --rules FIFO,SPT,SAME")
+    if save_states is not None:
+        from taktline.envs.files import check_output_file
+
+        check_output_file(save_states, "--save-states", (".npz",))
+    if states is not None and not states.is_file():
+        raise PolicyError(f"--states: no file at {states}; pass a .npz written by --save-states")
     if out.exists() and not out.is_dir():
         raise PolicyError(f"--out: {out} is a file; give a directory for the bundle")
     cfg = ImitationConfig(
@@ -83,6 +100,9 @@ def imitate(
         rules=names,
         register=register,
         out=str(out),
+        departure_weight=departure_weight,
+        save_states=None if save_states is None else str(save_states),
+        states=None if states is None else str(states),
     )
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -40,6 +40,13 @@ def train_jobshop(
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="seed of instances and weights")] = 0,
+    dim: Annotated[int, typer.Option("--dim", help="embedding width of the network")] = 64,
+    rounds: Annotated[int, typer.Option("--rounds", help="set-summary rounds")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine-decayed)")] = 1e-3,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="start from these weights (same --dim, <= --rounds)"),
+    ] = None,
     eval_every: Annotated[
         float, typer.Option("--eval-every", help="seconds between validations")
     ] = 120.0,
@@ -69,6 +76,10 @@ def train_jobshop(
         device=device,
         threads=threads,
         scheme=scheme,
+        dim=dim,
+        rounds=rounds,
+        lr=lr,
+        init=None if init is None else str(init),
     )
     check_config(cfg)
     bar = TrainProgress(1000, 0, console, enabled=not json_out)

@@ -10,12 +10,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 import taktline.envs  # noqa: F401  (registers the env ids)
+from taktline.agents.networks import MaskedMLP
 from taktline.agents.policies import NeuralPolicy, load_policy
 from taktline.cli import app
+from taktline.training.imitation import Dataset, ImitationConfig, train_network
 from tests.test_lookahead import CHANGEOVER_LINE
 
 # the settings the tests were sized on: an expert that deviates from FIFO often enough for 4
@@ -68,11 +71,80 @@ def run(line_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
                 str(root / "bundle"),
                 "--register",
                 NAME,
+                "--save-states",
+                str(root / "states.npz"),
                 "--json",
             ],
         )
     assert out.exit_code == 0, out.output
     return {"data": json.loads(out.stdout), "root": root}
+
+
+@pytest.mark.slow
+def test_saved_states_restart_dagger_without_relabelling(
+    run: dict[str, Any], line_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The states a run saved are the states it learned from; a run started from them trains
+    on them first, then goes on collecting (new seeds) with the learner in the loop."""
+    saved, meta = Dataset.load(run["root"] / "states.npz")
+    assert len(saved) == run["data"]["dataset_size"] and meta["expert"] == EXPERT
+    assert meta["episodes"] == 12 and any(saved.held_out) and not all(saved.held_out)
+    assert all(m[a] for m, a in zip(saved.mask, saved.label, strict=True))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = CliRunner().invoke(
+        app,
+        [
+            "imitate", str(line_file), "--expert", EXPERT, "--minutes", "10",
+            "--iterations", "2", "--episodes-per-iter", "1", "--rules", "FIFO,SAME",
+            "--no-expert-eval", "--eval-episodes", "2", "--out", str(tmp_path / "b"),
+            "--states", str(run["root"] / "states.npz"), "--departure-weight", "3", "--json",
+        ],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    history = json.loads(out.stdout)["history"]
+    assert history[0]["iteration"] == 0 and history[0]["dataset_size"] == len(saved)
+    assert [h["beta"] for h in history[1:]] == [0.5]  # the learner is in the loop at once
+    assert history[-1]["dataset_size"] > len(saved)
+
+
+def _rare_departures(n: int, seed: int) -> Dataset:
+    """Two feasible jobs; the base rule always takes job 0; where feature 0 > 1 (about 16% of
+    states) the expert departs to job 1 four times in ten, elsewhere never."""
+    rng = np.random.default_rng(seed)
+    data = Dataset()
+    for i in range(n):
+        x = rng.normal(size=4).astype(np.float32)
+        label = int(x[0] > 1.0 and rng.random() < 0.4)
+        data.obs.append(x)
+        data.mask.append(np.ones(2, bool))
+        data.label.append(label)
+        data.base.append(0)
+        data.held_out.append(i % 5 == 0)
+    return data
+
+
+@pytest.mark.parametrize(("weight", "learns_departures"), [(1.0, False), (8.0, True)])
+def test_departure_weight_makes_rare_departures_worth_learning(
+    weight: float, learns_departures: bool
+) -> None:
+    """Plain cross-entropy copies the base rule where the expert departs only 4 times in 10;
+    weighting departures 8x makes them the likelier class there (0.4 * 8 > 0.6), so the
+    network departs where the expert tends to and nowhere else."""
+    data = _rare_departures(3000, seed=0)
+    cfg = ImitationConfig(line="serial5", departure_weight=weight, epochs=30, patience=30)
+    torch.manual_seed(0)
+    net = MaskedMLP(4, 2, (32,), "relu")
+    metrics = train_network(net, data, cfg, torch.Generator().manual_seed(0))
+    assert 0.0 < metrics["heldout_departure_share"] < 0.15
+    x = torch.from_numpy(np.asarray(data.obs, np.float32))
+    picks = net(x, torch.ones(len(x), 2, dtype=torch.bool)).argmax(1).numpy()
+    region = x[:, 0].numpy() > 1.0
+    assert picks[~region].mean() < 0.02  # never departs where the expert never does
+    if learns_departures:
+        assert picks[region].mean() > 0.6 and metrics["heldout_departure_accuracy"] > 0.6
+    else:
+        assert picks[region].mean() < 0.2 and metrics["heldout_departure_accuracy"] < 0.2
 
 
 @pytest.mark.slow
@@ -148,6 +220,9 @@ def test_dagger_policy_that_does_not_beat_the_best_rule_is_not_registered(
         (["--eval-episodes", "1"], "--eval-episodes"),
         (["--expert", "LOOKAHEAD(k=0)"], "LOOKAHEAD k"),
         (["--rules", ","], "--rules: no rule named"),
+        (["--departure-weight", "0.5"], "--departure-weight"),
+        (["--states", "no_such_states.npz"], "--states: no file"),
+        (["--save-states", "states.csv"], "--save-states"),
     ],
 )
 def test_imitate_bad_input_is_one_clear_error(

@@ -36,7 +36,7 @@ from taktline.envs.jobshop.batch import JobShopBatch
 from taktline.envs.jobshop.generators import taillard_like
 from taktline.envs.jobshop.replay import replay_schedule
 from taktline.envs.jobshop.taillard import taillard_instance
-from taktline.errors import PolicyError
+from taktline.errors import PolicyError, SpecError
 
 
 def _net(seed: int = 0) -> SchedulerNet:
@@ -213,9 +213,40 @@ def test_train_jobshop_cli_writes_weights_that_solve_uses(
     assert out.exit_code == 0, out.output
 
 
+def test_a_warm_start_with_an_added_round_schedules_like_the_weights_it_started_from(
+    tmp_path: Path,
+) -> None:
+    """The new round starts near zero: the deeper network makes the same greedy schedules as
+    the shipped one, and its scores differ by little; a width it cannot copy is named."""
+    from taktline.training.jobshop_selflabel import warm_start
+
+    shipped, _ = load_net()
+    save_net(shipped, tmp_path / "w.npz", {})
+    deeper = SchedulerNet(NetConfig(shipped.config.dim, shipped.config.rounds + 1))
+    warm_start(deeper, tmp_path / "w.npz", seed=0)
+    deeper.eval()
+    inst = taillard_instance("ta01")
+    rng = np.random.default_rng(0)
+    a = rollout(shipped, inst, 1, True, rng)
+    b = rollout(deeper, inst, 1, True, rng)
+    assert a is not None and b is not None
+    assert a.makespan[0] == b.makespan[0] and (a.actions == b.actions).all()
+    x, mask, _ = replay_features(inst, a.actions[:, 0], "active")
+    with torch.no_grad():
+        s1, s2 = (
+            shipped(torch.from_numpy(x), torch.from_numpy(mask)),
+            deeper(torch.from_numpy(x), torch.from_numpy(mask)),
+        )
+    assert float((s1[mask] - s2[mask]).abs().max()) < 0.1  # scores spread over about ±8
+    with pytest.raises(SpecError, match="same --dim"):
+        warm_start(SchedulerNet(NetConfig(shipped.config.dim * 2, 1)), tmp_path / "w.npz", 0)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["--init", "no_such.npz"], "init: no weights file"),
+        (["--rounds", "0"], "dim/rounds"),
         (["--sizes", "10by10"], "--sizes: expected JOBSxMACHINES"),
         (["--scheme", "fast"], "--scheme: expected one of active, non-delay"),
         (["--minutes", "0"], "--minutes: must be > 0"),

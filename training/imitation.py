@@ -30,6 +30,7 @@ seeds. The bundle is registered only when it beats the best rule (paired 95% CI 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -84,6 +85,10 @@ class ImitationConfig:
     """Adam's learning rate."""
     holdout: float = 0.15
     """Share of the states (in blocks of consecutive decisions) held out."""
+    departure_weight: float = 1.0
+    """Loss weight of the states where the expert departs from its base rule (1: plain
+    imitation). Where the expert agrees with its base rule on almost every state (98% on the
+    body shop), its gain sits in the few departures, which plain cross-entropy barely sees."""
     seed: int = 0
     """Seed of training episodes, the mixture, the split and the network's initialisation."""
     eval_episodes: int = 10
@@ -100,6 +105,12 @@ class ImitationConfig:
     """Registered model name; used only when the policy beats the best rule."""
     out: str = "imitation_bundle"
     """Where the bundle is saved."""
+    save_states: str | None = None
+    """Write the labelled states here (``.npz``) after collection, to retrain without the
+    expert (its labels are 96% of an imitation's time)."""
+    states: str | None = None
+    """Start from labelled states a run saved (same line and expert); collection goes on
+    from there with the learner in the loop."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -112,6 +123,11 @@ class ImitationConfig:
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("lr", self.lr > 0, "a positive number"),
             ("holdout", 0 < self.holdout < 1, "a share in (0, 1)"),
+            (
+                "departure_weight",
+                math.isfinite(self.departure_weight) and self.departure_weight >= 1,
+                "a number >= 1 (1: no extra weight)",
+            ),
             ("seed", self.seed >= 0, "an integer >= 0"),
             ("eval_episodes", self.eval_episodes >= 2, "an integer >= 2 (a paired CI)"),
             ("eval_seed", self.eval_seed >= 0, "an integer >= 0"),
@@ -145,13 +161,53 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.label)
 
-    def tensors(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(obs, mask, label)`` of the held-out (or training) states."""
+    def save(self, path: str | Path, meta: dict[str, Any]) -> None:
+        """The states and ``meta`` (line, expert, episodes) to one ``.npz``."""
+        np.savez_compressed(
+            path,
+            obs=np.asarray(self.obs, np.float32),
+            mask=np.asarray(self.mask, bool),
+            label=np.asarray(self.label, np.int64),
+            base=np.asarray(self.base, np.int64),
+            held_out=np.asarray(self.held_out, bool),
+            meta=np.array(json.dumps(meta)),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[Dataset, dict[str, Any]]:
+        """States a run saved, with their meta.
+
+        Raises:
+            PolicyError: for a file that is not one.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta = json.loads(str(f["meta"]))
+                data = cls(
+                    list(f["obs"]),
+                    list(f["mask"]),
+                    [int(v) for v in f["label"]],
+                    [int(v) for v in f["base"]],
+                    [bool(v) for v in f["held_out"]],
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise PolicyError(
+                f"imitate --states: {str(path)!r} is not a states file written by "
+                f"`taktline imitate --save-states` ({exc})"
+            ) from None
+        return data, meta
+
+    def tensors(
+        self, held_out: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(obs, mask, label, departs)`` of the held-out (or training) states; ``departs``:
+        the label differs from a known base-rule action."""
         idx = [i for i, h in enumerate(self.held_out) if h == held_out]
         x = torch.from_numpy(np.asarray([self.obs[i] for i in idx], np.float32))
         m = torch.from_numpy(np.asarray([self.mask[i] for i in idx], bool))
         y = torch.as_tensor([self.label[i] for i in idx], dtype=torch.long)
-        return x, m, y
+        departs = [self.base[i] >= 0 and self.base[i] != self.label[i] for i in idx]
+        return x, m, y, torch.as_tensor(departs, dtype=torch.bool)
 
 
 @dataclass
@@ -269,21 +325,25 @@ def train_network(
 ) -> dict[str, float]:
     """Train ``net`` on the aggregate, keep the epoch with the best held-out loss; returns
     the held-out accuracy and loss, the training loss, the epochs run and the baselines."""
-    x, m, y = data.tensors(held_out=False)
-    vx, vm, vy = data.tensors(held_out=True)
+    x, m, y, d = data.tensors(held_out=False)
+    vx, vm, vy, departs = data.tensors(held_out=True)
     if len(vy) == 0:  # too few states for a held-out block yet: judge on the training states
-        vx, vm, vy = x, m, y
+        vx, vm, vy, departs = x, m, y, d
+    w = 1.0 + (cfg.departure_weight - 1.0) * d.float()
+    vw = 1.0 + (cfg.departure_weight - 1.0) * departs.float()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
-    def held_out_loss() -> tuple[float, float]:
+    def held_out_loss() -> tuple[float, float, float]:
         net.eval()
         with torch.no_grad():
             logits = net(vx, vm)
-            loss = float(F.cross_entropy(logits, vy))
-            acc = float((logits.argmax(1) == vy).float().mean())
-        return loss, acc
+            loss = float(_weighted_ce(logits, vy, vw))
+            hit = (logits.argmax(1) == vy).float()
+            acc = float(hit.mean())
+            dep = float(hit[departs].mean()) if bool(departs.any()) else math.nan
+        return loss, acc, dep
 
-    best_loss, best_acc = held_out_loss()
+    best_loss, best_acc, best_dep = held_out_loss()
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     bad, epochs, train_loss = 0, 0, math.nan
     for _ in range(cfg.epochs):
@@ -292,16 +352,16 @@ def train_network(
         total = 0.0
         for i in range(0, len(y), cfg.batch_size):
             b = order[i : i + cfg.batch_size]
-            loss = F.cross_entropy(net(x[b], m[b]), y[b])
+            loss = _weighted_ce(net(x[b], m[b]), y[b], w[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(b)
         train_loss = total / max(len(y), 1)
         epochs += 1
-        loss_v, acc_v = held_out_loss()
+        loss_v, acc_v, dep_v = held_out_loss()
         if loss_v < best_loss:
-            best_loss, best_acc, bad = loss_v, acc_v, 0
+            best_loss, best_acc, best_dep, bad = loss_v, acc_v, dep_v, 0
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
         else:
             bad += 1
@@ -314,6 +374,8 @@ def train_network(
     base = np.asarray([data.base[i] for i in held])
     return {
         "heldout_accuracy": best_acc,
+        "heldout_departure_accuracy": best_dep,
+        "heldout_departure_share": float(departs.float().mean()) if len(vy) else math.nan,
         "heldout_loss": best_loss,
         "train_loss": train_loss,
         "epochs": float(epochs),
@@ -321,6 +383,26 @@ def train_network(
         "base_rule_accuracy": float((base == labels).mean()) if (base >= 0).all() else math.nan,
         "heldout_states": float(len(labels)),
     }
+
+
+def _train_one_thread(
+    net: MaskedMLP, data: Dataset, cfg: ImitationConfig, generator: torch.Generator
+) -> dict[str, float]:
+    """:func:`train_network` on one torch thread: small minibatches gain nothing from two, and
+    on a shared (busy) CPU torch's spinning threads made a step 20x slower (64 ms vs 2.9 ms
+    measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_network(net, data, cfg, generator)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _weighted_ce(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with a weight per state, normalised by the weights' sum."""
+    per_state = F.cross_entropy(logits, label, reduction="none")
+    return (per_state * weight).sum() / weight.sum().clamp(min=1e-9)
 
 
 @dataclass
@@ -395,6 +477,23 @@ def imitate(
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = Dataset()
+    episode, it = 0, 0
+    states_meta = {
+        "line": base.spec_line.name,
+        "spec_hash": base.spec_line.spec_hash(),
+        "expert": cfg.expert,
+        "obs_dim": obs_dim,
+        "n_actions": n_actions,
+    }
+    if cfg.states is not None:
+        data, meta = Dataset.load(cfg.states)
+        for key, value in states_meta.items():
+            if meta.get(key) != value:
+                raise PolicyError(
+                    f"imitate --states: {cfg.states!r} was labelled with {key} "
+                    f"{meta.get(key)!r}, this run has {value!r}; label anew without --states"
+                )
+        episode, it = int(meta["episodes"]), 1
     tp = Throughput()
     history: list[dict[str, float]] = []
     tracking.configure()
@@ -403,7 +502,15 @@ def imitate(
         mlflow.log_params({k: str(v)[:500] for k, v in asdict(cfg).items()})
         start = time.perf_counter()
         deadline = start + 60.0 * cfg.minutes
-        episode, it = 0, 0
+        if len(data):  # saved states: the learner first learns them, then joins the loop
+            history.append(
+                {
+                    **_train_one_thread(net, data, cfg, generator),
+                    "iteration": 0.0,
+                    "dataset_size": float(len(data)),
+                }
+            )
+            tracking.log_metrics(history[-1], 0)
         while (cfg.iterations == 0 or it < cfg.iterations) and time.perf_counter() < deadline:
             learner = None if it == 0 else NumpyMLP.from_module(net)
             profits = []
@@ -427,14 +534,7 @@ def imitate(
             if not len(data):
                 break
             t0 = time.perf_counter()
-            threads = torch.get_num_threads()
-            # one thread: small minibatches gain nothing from two, and on a shared (busy) CPU
-            # torch's spinning threads made a step 20x slower (64 ms vs 2.9 ms measured)
-            torch.set_num_threads(1)
-            try:
-                metrics = train_network(net, data, cfg, generator)
-            finally:
-                torch.set_num_threads(threads)
+            metrics = _train_one_thread(net, data, cfg, generator)
             tp.train_s += time.perf_counter() - t0
             metrics.update(
                 iteration=float(it),
@@ -450,6 +550,9 @@ def imitate(
                 on_progress(min(used, 1.0), metrics)
             it += 1
         env.close()
+        if cfg.save_states is not None:
+            data.save(cfg.save_states, {**states_meta, "episodes": episode})
+            mlflow.log_param("states_file", cfg.save_states)
         if not history:
             raise PolicyError(
                 f"imitate --minutes: {cfg.minutes} was too short to label a single decision; "

@@ -71,6 +71,8 @@ class SelfLabelConfig:
     """torch CPU threads."""
     scheme: str = "active"
     """Generation scheme of the schedules."""
+    init: str | None = None
+    """Weights to start from (``None``: random); see :func:`warm_start`."""
 
 
 @dataclass
@@ -146,6 +148,38 @@ def calibrate_temperature(
     return best, by_t
 
 
+def warm_start(net: SchedulerNet, weights: str | Path, seed: int) -> dict[str, Any]:
+    """Start ``net`` from trained ``weights`` of the same width and at most as many rounds.
+
+    Every layer the two share is copied; a round the file lacks starts near zero (weights of
+    scale 1e-3, bias 0), so the network starts computing almost exactly what the file's
+    does (the residual update adds ~0) and the new round learns from there. Returns the
+    file's metadata.
+
+    Raises:
+        SpecError: when the file's width differs or it has more rounds than ``net``.
+    """
+    from taktline.agents.jobshop_policy import load_net
+
+    old, meta = load_net(weights)
+    if old.config.dim != net.config.dim or old.config.rounds > net.config.rounds:
+        raise SpecError(
+            f"init: {str(weights)!r} has dim {old.config.dim} and {old.config.rounds} round(s); "
+            f"a warm start needs the same --dim ({net.config.dim}) and at most --rounds "
+            f"{net.config.rounds}"
+        )
+    state = net.state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    for name, value in state.items():
+        if name in old.state_dict():
+            value.copy_(old.state_dict()[name])
+        elif name.endswith("weight"):
+            value.copy_(1e-3 * torch.randn(value.shape, generator=gen))
+        else:
+            value.zero_()
+    return meta
+
+
 def check_config(cfg: SelfLabelConfig) -> None:
     """Name a bad setting before any work."""
     if not cfg.minutes > 0:
@@ -156,6 +190,14 @@ def check_config(cfg: SelfLabelConfig) -> None:
         raise SpecError(f"device: expected cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SpecError("device: cuda was asked for but torch sees no GPU here; use --device cpu")
+    if cfg.dim < 4 or cfg.rounds < 1:
+        raise SpecError(f"dim/rounds: need dim >= 4 and rounds >= 1, got {cfg.dim}/{cfg.rounds}")
+    if not cfg.lr > 0:
+        raise SpecError(f"lr: must be > 0, got {cfg.lr}")
+    if cfg.init is not None and not Path(cfg.init).is_file():
+        raise SpecError(
+            f"init: no weights file at {cfg.init!r}; pass a .npz that train-jobshop wrote"
+        )
     if not cfg.sizes or any(n < 2 or m < 2 for n, m in cfg.sizes):
         raise SpecError(f"sizes: need (jobs, machines) pairs of at least 2, got {cfg.sizes}")
 
@@ -174,7 +216,10 @@ def train_selflabel(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    net = SchedulerNet(NetConfig(cfg.dim, cfg.rounds)).to(cfg.device)
+    net = SchedulerNet(NetConfig(cfg.dim, cfg.rounds))
+    if cfg.init is not None:
+        warm_start(net, cfg.init, cfg.seed)
+    net = net.to(cfg.device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     val = validation_set()
     budget = cfg.minutes * 60.0
