@@ -44,7 +44,7 @@ from taktline.agents.policies import Policy
 from taktline.envs.decision import Decision
 from taktline.envs.jobshop.batch import JobShopBatch
 from taktline.envs.jobshop.instance import JobShopInstance
-from taktline.envs.snapshot import JobShopSnapshot, Snapshot, as_snapshot
+from taktline.envs.snapshot import LineSnapshot, Snapshot, as_snapshot
 from taktline.errors import PolicyError
 
 WEIGHTS_FILE = "jobshop_policy.npz"
@@ -312,9 +312,11 @@ class SchedulerPolicy(Policy):
     """The learned scheduler behind the one decide path (``load_policy("scheduler")``).
 
     :meth:`decide` scores the candidates of a job-shop snapshot (its instance resolved by name:
-    bundled, a Taillard name or a file) and answers the best; :meth:`choose` asks the same
-    question of an env's current state through its snapshot, so evaluation, serving and
-    ``simulate`` go one way.
+    bundled, a Taillard name or a file) and answers the best; on a line snapshot's dispatch
+    decision it scores the queue as the job shop left to do
+    (:mod:`taktline.agents.jobshop_online`: a dynamic job shop dispatched online). :meth:`choose`
+    asks the same question of an env's current state through its snapshot, so evaluation,
+    serving and ``simulate`` go one way.
 
     Args:
         weights: A ``.npz`` from ``taktline train-jobshop`` (default: the shipped weights).
@@ -324,12 +326,51 @@ class SchedulerPolicy(Policy):
         self.net = LearnedScheduler.load(weights).net
         self.name = "SCHEDULER" if weights is None else f"SCHEDULER({Path(weights).name})"
         self._tables: dict[Any, InstanceTables] = {}
+        self._spec: Any = None
 
     def choose(self, env: Any, obs: Any, mask: np.ndarray) -> int:
+        from taktline.agents.policies import dispatch_action
         from taktline.envs.jobshop.snapshots import jobshop_snapshot
 
-        state = getattr(env, "unwrapped", env).state
-        return self.decide(jobshop_snapshot(state)).job  # type: ignore[return-value]
+        base = getattr(env, "unwrapped", env)
+        twin = getattr(base, "twin", None)
+        if twin is None:
+            return self.decide(jobshop_snapshot(base.state)).job  # type: ignore[return-value]
+        if getattr(base.codec, "action_mode", "") != "job":
+            raise PolicyError(
+                "SCHEDULER: plays LineDispatch-v0 with action_mode='job' (it picks jobs)"
+            )
+        self._spec = twin.spec
+        snap = as_snapshot(base.snapshot())
+        assert isinstance(snap, LineSnapshot)
+        return dispatch_action(snap, self._line(snap, len(mask)))
+
+    def _line(self, snap: LineSnapshot, limit: int | None = None) -> Decision:
+        """The dispatch of a line snapshot (among the first ``limit`` of the queue: the env's
+        slots)."""
+        from taktline.agents.jobshop_online import residual_shop
+        from taktline.envs.snapshot import pending_dispatch
+
+        if snap.decision is None or snap.decision.kind != "dispatch":
+            raise PolicyError(
+                "snapshot.decision: the learned scheduler answers dispatch decisions (a free "
+                "machine with jobs waiting); pair it with a release rule for release points"
+            )
+        if self._spec is None or self._spec.name != snap.line:
+            self._spec = _line_spec(snap)
+        shop = residual_shop(snap, self._spec)
+        mask = shop.mask & (shop.queue_index < (limit or len(shop.queue_index)))
+        with torch.no_grad():
+            logits = self.net(torch.from_numpy(shop.features()), torch.from_numpy(mask[None]))
+        k = int(shop.queue_index[int(logits[0].argmax())])
+        station, machine = pending_dispatch(snap)
+        return Decision(
+            kind="dispatch",
+            station=station.name,
+            machine=machine.id,
+            job=station.queue[k].id,
+            rule=self.name,
+        )
 
     def decide(self, snapshot: Snapshot | Mapping[str, Any]) -> Decision:
         from taktline.agents.policies import _jobshop_decision
@@ -337,8 +378,8 @@ class SchedulerPolicy(Policy):
         from taktline.envs.jobshop.snapshots import instance_problem
 
         snap = as_snapshot(snapshot)
-        if not isinstance(snap, JobShopSnapshot):
-            raise PolicyError("the learned scheduler decides job-shop snapshots only")
+        if isinstance(snap, LineSnapshot):
+            return self._line(snap)
         if snap.decision is None:
             raise PolicyError("snapshot.decision: the schedule is complete; nothing to dispatch")
         try:
@@ -371,6 +412,26 @@ class SchedulerPolicy(Policy):
         with torch.no_grad():
             logits = self.net(torch.from_numpy(x), torch.from_numpy(mask))
         return _jobshop_decision(snap, int(logits[0].argmax()))
+
+
+def _line_spec(snap: LineSnapshot) -> Any:
+    """The bundled line or spec file a line snapshot names, checked against its hash."""
+    from taktline.envs.spec import load_spec
+    from taktline.errors import SpecError
+
+    try:
+        spec = load_spec(snap.line)
+    except SpecError as exc:
+        raise PolicyError(
+            f"snapshot.line: the learned scheduler needs the line's routings, and {snap.line!r} "
+            f"is no bundled line or spec file ({exc})"
+        ) from None
+    if snap.spec_hash and snap.spec_hash != spec.spec_hash():
+        raise PolicyError(
+            f"snapshot.spec_hash: {snap.spec_hash!r} is not the bundled {spec.name!r} "
+            f"({spec.spec_hash()}); post a snapshot of that line"
+        )
+    return spec
 
 
 __all__ = [

@@ -304,3 +304,57 @@ def jobshop_snapshot_of_unknown_instance() -> dict[str, object]:
     snap = jobshop_snapshot(JobShopState(load_bundled("ft06"))).model_dump(mode="json")
     snap["instance"] = "no-such-shop"
     return snap
+
+
+def test_online_the_scheduler_sees_the_job_shop_left_and_picks_from_the_queue() -> None:
+    """On a dynamic job shop's dispatch decision, the residual shop holds every job with work
+    left (the candidates are the deciding station's queue, their next operation on it), and
+    the scheduler's answer, asked through the env or posted as JSON, is one of those jobs."""
+    import gymnasium as gym
+
+    import taktline.envs  # noqa: F401  (registers the envs)
+    from taktline.agents.jobshop_online import residual_shop
+    from taktline.agents.policies import dispatch_action, load_policy
+    from taktline.envs.snapshot import LineSnapshot, as_snapshot, pending_dispatch
+    from taktline.envs.spec import load_spec
+
+    spec = load_spec("dynamic_jobshop")
+    env = gym.make(
+        "taktline/LineDispatch-v0", line="dynamic_jobshop", action_mode="job", horizon=600.0
+    )
+    policy = load_policy("scheduler")
+    obs, _ = env.reset(seed=3)
+    checked = 0
+    for _ in range(400):
+        mask = env.unwrapped.action_masks()
+        snap = as_snapshot(env.unwrapped.snapshot())
+        assert isinstance(snap, LineSnapshot)
+        if mask.sum() > 1 and checked < 25:
+            shop = residual_shop(snap, spec)
+            station, _ = pending_dispatch(snap)
+            s = [st.name for st in spec.stations].index(station.name)
+            cands = np.flatnonzero(shop.mask)
+            assert sorted(shop.queue_index[cands]) == list(range(len(station.queue)))
+            assert all(shop.instance.jobs[j][0][0][0] == s for j in cands)
+            assert (shop.ready >= 0).all() and shop.available[s] == 0
+            in_system = sum(len(st.queue) for st in snap.stations) + sum(
+                m.in_process is not None for st in snap.stations for m in st.machines
+            )
+            assert len(station.queue) <= shop.instance.n_jobs <= in_system
+            posted = policy.decide(snap.model_dump(mode="json"))
+            assert posted.job in {j.id for j in station.queue}
+            action = policy.choose(env, obs, mask)
+            if len(station.queue) <= len(mask):  # every waiting job has a slot
+                assert action == dispatch_action(snap, posted)
+            checked += 1
+        action = policy.choose(env, obs, mask)
+        assert mask[action]
+        obs, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            break
+    assert checked == 25
+    env.reset(seed=3)
+    release = as_snapshot(env.unwrapped.snapshot()).model_dump(mode="json")
+    release["decision"] = {"kind": "release"}
+    with pytest.raises(PolicyError, match="answers dispatch decisions"):
+        policy.decide(release)
