@@ -296,7 +296,63 @@ class JobShopAttention(nn.Module):
         return self.logits_and_summary(obs, mask)[0]
 
 
-NETWORKS: dict[str, type[nn.Module]] = {"mlp": MaskedMLP, "attention": JobShopAttention}
+class SlotScorer(nn.Module):
+    """Line dispatch by one scorer shared over the queue slots (``LineDispatch-v0``, job actions).
+
+    The observation ends with ``n_actions`` slots of ``slot_size`` numbers (one per waiting job,
+    :mod:`taktline.envs.encoding_line`); everything before them is the line's state. Each slot is
+    embedded by the same MLP, the line's state by another, and each job is scored from its own
+    embedding, the line's, and the mean and max over the valid slots. A job is judged by what it
+    is, not by where it stands in the queue, so a pattern learned in slot 1 holds in slot 7: the
+    rare states where the lookahead departs from its base rule are shared across slots.
+
+    Args:
+        obs_dim: Length of the observation (line block + slots).
+        n_actions: Number of slots.
+        slot_size: Numbers per slot.
+        hidden: Embedding width.
+    """
+
+    size_agnostic = False
+
+    def __init__(self, obs_dim: int, n_actions: int, slot_size: int, hidden: int = 64) -> None:
+        super().__init__()
+        head = obs_dim - n_actions * slot_size
+        if n_actions < 1 or slot_size < 1 or head < 0 or hidden < 1:
+            raise PolicyError(
+                f"slots: obs_dim {obs_dim} cannot hold {n_actions} slots of {slot_size} "
+                f"numbers (hidden {hidden}); use the codec's max_queue and slot size"
+            )
+        self.obs_dim, self.n_actions, self.slot_size = obs_dim, n_actions, slot_size
+        self.slot = mlp([slot_size, hidden, hidden], nn.ReLU)
+        self.line = mlp([max(head, 1), hidden], nn.ReLU)
+        self.score = nn.Sequential(*mlp([4 * hidden, hidden], nn.ReLU), nn.Linear(hidden, 1))
+
+    def forward(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Masked logits ``[B, n_actions]`` of observations ``[B, obs_dim]``."""
+        x = obs.reshape(obs.shape[0], -1).float()
+        if x.shape[1] != self.obs_dim:
+            raise PolicyError(
+                f"observation: expected {self.obs_dim} features, got {x.shape[1]}; the policy "
+                "was trained on another env or env_kwargs"
+            )
+        b, k = x.shape[0], self.n_actions * self.slot_size
+        head = x[:, : self.obs_dim - k] if self.obs_dim > k else x.new_zeros(b, 1)
+        h = self.slot(x[:, self.obs_dim - k :].reshape(b, self.n_actions, self.slot_size))
+        valid = (mask if mask is not None else x.new_ones(b, self.n_actions)).bool()
+        w = valid.unsqueeze(-1).to(h.dtype)
+        mean = (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+        top = h.masked_fill(~valid.unsqueeze(-1), 0.0).amax(1)
+        ctx = torch.cat([self.line(head), mean, top], dim=-1)
+        both = torch.cat([h, ctx.unsqueeze(1).expand(-1, self.n_actions, -1)], dim=-1)
+        return apply_mask(self.score(both).squeeze(-1), mask)
+
+
+NETWORKS: dict[str, type[nn.Module]] = {
+    "mlp": MaskedMLP,
+    "attention": JobShopAttention,
+    "slots": SlotScorer,
+}
 """Network classes by the name a ``network_spec`` uses."""
 
 

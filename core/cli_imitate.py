@@ -52,6 +52,9 @@ def imitate(
     expert_eval: Annotated[
         bool, typer.Option("--expert-eval/--no-expert-eval", help="play the expert in the verdict")
     ] = True,
+    network: Annotated[
+        str, typer.Option(help="mlp (whole observation) or slots (one scorer over queue slots)")
+    ] = "mlp",
     departure_weight: Annotated[
         float,
         typer.Option(help="loss weight of states where the expert departs from its base rule"),
@@ -101,6 +104,7 @@ def imitate(
         register=register,
         out=str(out),
         departure_weight=departure_weight,
+        network=network,
         save_states=None if save_states is None else str(save_states),
         states=None if states is None else str(states),
     )

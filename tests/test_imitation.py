@@ -18,6 +18,7 @@ import taktline.envs  # noqa: F401  (registers the env ids)
 from taktline.agents.networks import MaskedMLP
 from taktline.agents.policies import NeuralPolicy, load_policy
 from taktline.cli import app
+from taktline.errors import PolicyError
 from taktline.training.imitation import Dataset, ImitationConfig, train_network
 from tests.test_lookahead import CHANGEOVER_LINE
 
@@ -85,7 +86,8 @@ def test_saved_states_restart_dagger_without_relabelling(
     run: dict[str, Any], line_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The states a run saved are the states it learned from; a run started from them trains
-    on them first, then goes on collecting (new seeds) with the learner in the loop."""
+    on them first (here another network, the slot scorer: the labels do not depend on it),
+    then goes on collecting (new seeds) with the learner in the loop."""
     saved, meta = Dataset.load(run["root"] / "states.npz")
     assert len(saved) == run["data"]["dataset_size"] and meta["expert"] == EXPERT
     assert meta["episodes"] == 12 and any(saved.held_out) and not all(saved.held_out)
@@ -98,11 +100,16 @@ def test_saved_states_restart_dagger_without_relabelling(
             "imitate", str(line_file), "--expert", EXPERT, "--minutes", "10",
             "--iterations", "2", "--episodes-per-iter", "1", "--rules", "FIFO,SAME",
             "--no-expert-eval", "--eval-episodes", "2", "--out", str(tmp_path / "b"),
-            "--states", str(run["root"] / "states.npz"), "--departure-weight", "3", "--json",
+            "--states", str(run["root"] / "states.npz"), "--departure-weight", "3",
+            "--network", "slots", "--json",
         ],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
-    history = json.loads(out.stdout)["history"]
+    data = json.loads(out.stdout)
+    policy = load_policy(data["bundle"])  # the slot scorer's bundle plays like any other
+    assert isinstance(policy, NeuralPolicy)
+    assert policy.bundle.network_spec["class"] == "slots"
+    history = data["history"]
     assert history[0]["iteration"] == 0 and history[0]["dataset_size"] == len(saved)
     assert [h["beta"] for h in history[1:]] == [0.5]  # the learner is in the loop at once
     assert history[-1]["dataset_size"] > len(saved)
@@ -234,3 +241,29 @@ def test_imitate_bad_input_is_one_clear_error(
     lines = [x for x in out.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], out.output
     assert not (tmp_path / "mlflow.db").exists()  # refused before any work
+
+
+def test_the_slot_scorer_judges_a_job_by_what_it_is_not_where_it_waits() -> None:
+    """Permuting the queue slots permutes the scores the same way (one scorer shared over the
+    slots), masked slots get the masked logit, and the bundle's network spec rebuilds it."""
+    from taktline.agents.networks import MASKED_LOGIT, SlotScorer, build_network
+
+    torch.manual_seed(0)
+    head, slots, size = 11, 6, 5
+    net = SlotScorer(head + slots * size, slots, size, hidden=16).eval()
+    x = torch.randn(3, head + slots * size)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 0]]).bool()
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    xp = torch.cat([x[:, :head], x[:, head:].reshape(3, slots, size)[:, perm].reshape(3, -1)], 1)
+    with torch.no_grad():
+        a, b = net(x, mask), net(xp, mask[:, perm])
+    assert (a[~mask] == MASKED_LOGIT).all() and (a[mask] > MASKED_LOGIT).all()
+    assert torch.allclose(a[:, perm][mask[:, perm]], b[mask[:, perm]], atol=1e-5)
+    spec = {"class": "slots", "kwargs": {"obs_dim": head + slots * size, "n_actions": slots,
+                                         "slot_size": size, "hidden": 16}}  # fmt: skip
+    again = build_network(spec)
+    again.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x, mask), a)
+    with pytest.raises(PolicyError, match="cannot hold"):
+        SlotScorer(10, 6, 5)

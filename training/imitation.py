@@ -44,7 +44,7 @@ import torch
 from torch.nn import functional as F
 
 from taktline.agents.bundle import PolicyBundle, make_lineage
-from taktline.agents.networks import MaskedMLP, NumpyMLP
+from taktline.agents.networks import NumpyMLP, build_network
 from taktline.agents.policies import Policy, load_policy
 from taktline.errors import PolicyError, SpecError
 
@@ -71,8 +71,11 @@ class ImitationConfig:
     """Episodes rolled out per iteration."""
     beta: float = 0.5
     """Iteration ``i`` takes the expert's action with probability ``beta**i`` (0: learner only)."""
+    network: str = "mlp"
+    """``mlp`` (over the whole observation) or ``slots`` (one scorer shared over the queue
+    slots, :class:`~taktline.agents.networks.SlotScorer`)."""
     hidden: tuple[int, ...] = (128, 128)
-    """Hidden layer widths of the MLP."""
+    """Hidden layer widths of the MLP (``slots``: the first is its embedding width)."""
     activation: str = "relu"
     """``relu`` or ``tanh`` (both have the fast numpy kernel)."""
     epochs: int = 20
@@ -134,6 +137,7 @@ class ImitationConfig:
             ("eval_minutes", self.eval_minutes is None or self.eval_minutes > 0, "> 0"),
             ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1, "widths >= 1"),
             ("activation", self.activation in ("relu", "tanh"), "relu or tanh"),
+            ("network", self.network in ("mlp", "slots"), "mlp or slots"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -268,7 +272,7 @@ def env_kwargs_of(line: str) -> dict[str, Any]:
 def collect_episode(
     env: gym.Env[Any, Any],
     expert: Policy,
-    learner: NumpyMLP | None,
+    learner: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
     beta: float,
     seed: int,
     rng: np.random.Generator,
@@ -321,7 +325,7 @@ def collect_episode(
 
 
 def train_network(
-    net: MaskedMLP, data: Dataset, cfg: ImitationConfig, generator: torch.Generator
+    net: torch.nn.Module, data: Dataset, cfg: ImitationConfig, generator: torch.Generator
 ) -> dict[str, float]:
     """Train ``net`` on the aggregate, keep the epoch with the best held-out loss; returns
     the held-out accuracy and loss, the training loss, the epochs run and the baselines."""
@@ -385,8 +389,23 @@ def train_network(
     }
 
 
+def _learner_of(net: torch.nn.Module) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The learner's logits in the collection loop: the numpy kernel of an MLP (the fast
+    path), else the torch network itself."""
+    fast = NumpyMLP.from_module(net)
+    if fast is not None:
+        return fast
+
+    def logits(obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = net(torch.from_numpy(obs), torch.from_numpy(mask))
+        return out.numpy()  # type: ignore[no-any-return]
+
+    return logits
+
+
 def _train_one_thread(
-    net: MaskedMLP, data: Dataset, cfg: ImitationConfig, generator: torch.Generator
+    net: torch.nn.Module, data: Dataset, cfg: ImitationConfig, generator: torch.Generator
 ) -> dict[str, float]:
     """:func:`train_network` on one torch thread: small minibatches gain nothing from two, and
     on a shared (busy) CPU torch's spinning threads made a step 20x slower (64 ms vs 2.9 ms
@@ -463,17 +482,14 @@ def imitate(
     base: Any = env.unwrapped
     obs_dim = int(gym.spaces.flatdim(env.observation_space))
     n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
-    network_spec = {
-        "class": "mlp",
-        "kwargs": {
-            "obs_dim": obs_dim,
-            "n_actions": n_actions,
-            "hidden": list(cfg.hidden),
-            "activation": cfg.activation,
-        },
-    }
+    kwargs: dict[str, Any] = {"obs_dim": obs_dim, "n_actions": n_actions}
+    if cfg.network == "slots":
+        kwargs.update(slot_size=int(base.codec.slot_size), hidden=int(cfg.hidden[0]))
+    else:
+        kwargs.update(hidden=list(cfg.hidden), activation=cfg.activation)
+    network_spec = {"class": cfg.network, "kwargs": kwargs}
     torch.manual_seed(cfg.seed)
-    net = MaskedMLP(obs_dim, n_actions, cfg.hidden, cfg.activation)
+    net = build_network(network_spec)
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = Dataset()
@@ -512,7 +528,7 @@ def imitate(
             )
             tracking.log_metrics(history[-1], 0)
         while (cfg.iterations == 0 or it < cfg.iterations) and time.perf_counter() < deadline:
-            learner = None if it == 0 else NumpyMLP.from_module(net)
+            learner = None if it == 0 else _learner_of(net)
             profits = []
             for _ in range(cfg.episodes_per_iter):
                 seed = TRAIN_SEED + 1000 * cfg.seed + episode
