@@ -267,3 +267,48 @@ def test_the_slot_scorer_judges_a_job_by_what_it_is_not_where_it_waits() -> None
         assert torch.equal(again.eval()(x, mask), a)
     with pytest.raises(PolicyError, match="cannot hold"):
         SlotScorer(10, 6, 5)
+
+
+def _finetune_config(bundle: Path, hidden: list[int], lr: float) -> dict[str, Any]:
+    env_kwargs = json.loads((bundle / "bundle.json").read_text())["env_kwargs"]
+    return {
+        "name": "finetune-test",
+        "env": {"id": "taktline/LineDispatch-v0", "kwargs": env_kwargs},
+        "algorithm": "maskable_ppo",
+        "policy": {
+            "network": "mlp",
+            "kwargs": {"hidden": hidden, "activation": "relu"},
+            "init": str(bundle),
+        },
+        "hyperparameters": {"learning_rate": lr, "n_steps": 64, "batch_size": 32, "n_epochs": 1},
+        "budget": {"total_timesteps": 128},
+        "n_envs": 1,
+        "eval": {"every_steps": 1000, "episodes": 2, "seed": 7000, "baselines": ["SAME"]},
+        "checkpoint": {"every_steps": 1000},
+        "tracking": {"experiment": "finetune-test", "alias": "candidate"},
+        "progress": False,
+    }
+
+
+@pytest.mark.slow
+def test_ppo_fine_tuning_starts_from_the_imitation_bundle(
+    run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``policy.init``: PPO's actor starts as the DAgger bundle's network (with a zero learning
+    rate the run exports the very same weights); a bundle of another layout is named."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    bundle = Path(run["data"]["bundle"])
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(yaml.safe_dump(_finetune_config(bundle, [128, 128], 0.0)))
+    out = CliRunner().invoke(app, ["train", str(cfg), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout[out.stdout.index("{") :])
+    tuned = load_policy(str(tmp_path / data["best_bundle"]))
+    start = load_policy(str(bundle))
+    assert isinstance(tuned, NeuralPolicy) and isinstance(start, NeuralPolicy)
+    a, b = tuned.bundle.network.state_dict(), start.bundle.network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg.write_text(yaml.safe_dump(_finetune_config(bundle, [64, 64], 1e-4)))
+    out = CliRunner().invoke(app, ["train", str(cfg)])
+    assert out.exit_code == 2 and "policy.init" in out.output and "hidden" in out.output

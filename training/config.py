@@ -48,6 +48,10 @@ class PolicyConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Network kwargs: ``hidden``/``activation`` (mlp); ``d_model``/``n_heads``/``n_layers``
     (attention)."""
+    init: str | None = None
+    """Start the actor from this policy bundle's network (a DAgger imitation, an earlier run):
+    PPO fine-tuning after imitation. Same layout (``network``, ``kwargs``) and env spaces; the
+    critic starts fresh. ``None``: random initial weights."""
 
 
 class BudgetConfig(_Strict):
@@ -162,6 +166,11 @@ class TrainConfig(_Strict):
         if self.policy.network == "attention" and self.env.id != "taktline/JobShop-v0":
             raise ValueError(
                 f"policy.network: 'attention' reads job-shop rows; use 'mlp' for {self.env.id}"
+            )
+        if self.policy.init is not None and (self.backend != "sb3" or self.algorithm == "dqn"):
+            raise ValueError(
+                "policy.init: fine-tuning from a bundle runs on the sb3 backend with ppo or "
+                "maskable_ppo; unset it or set backend=sb3"
             )
         if self.algorithm == "dqn" and self.policy.network != "mlp":
             raise ValueError("algorithm: dqn trains an 'mlp' policy only; set policy.network=mlp")

@@ -41,7 +41,7 @@ from taktline.training.run import (
     publish_checkpoint,
     swap_in,
 )
-from taktline.training.sb3_policies import export_network, sb3_policy_setup
+from taktline.training.sb3_policies import export_network, import_network, sb3_policy_setup
 
 CHECKPOINT_FILE = "checkpoint.zip"
 NORMALIZE_FILE = "vecnormalize.pkl"
@@ -345,6 +345,8 @@ def _learn(cfg: TrainConfig, run: _SB3Run, venv: Any, ck_dir: Path | None) -> Tr
             )
         except TypeError as exc:
             raise PolicyError(f"hyperparameters: {exc} (see the {cfg.algorithm} docs)") from exc
+        if cfg.policy.init is not None:
+            import_network(model, cfg.policy.init)
     model.set_logger(Logger(folder=None, output_formats=[MlflowWriter()]))
     log_baselines(run)
     if run.state.num_timesteps == 0:

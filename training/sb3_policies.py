@@ -122,6 +122,45 @@ def _linears(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
+def import_network(model: Any, bundle_dir: str) -> None:
+    """Copy a bundle's MLP actor into ``model``'s (``mlp_extractor.policy_net`` + ``action_net``,
+    the layout :func:`export_network` reads back): fine-tuning starts from the bundle's policy.
+
+    Raises:
+        PolicyError: when the bundle is no MLP or its layers do not fit the model's.
+    """
+    from taktline.agents.bundle import PolicyBundle
+
+    net = PolicyBundle.load(bundle_dir).network
+    policy = model.policy
+    if not isinstance(net, MaskedMLP) or not hasattr(policy, "mlp_extractor"):
+        raise PolicyError(
+            f"policy.init: {bundle_dir!r} holds a {type(net).__name__}; fine-tuning starts an "
+            "'mlp' PPO actor from an 'mlp' bundle only"
+        )
+    target = _linears(policy.mlp_extractor.policy_net) + _linears(policy.action_net)
+    source = _linears(net)
+    shapes = [tuple(t.weight.shape) for t in target]
+    if shapes != [tuple(s.weight.shape) for s in source]:
+        raise PolicyError(
+            f"policy.init: {bundle_dir!r} has layers {[tuple(s.weight.shape) for s in source]}, "
+            f"this run's actor {shapes}; set policy.kwargs (hidden, activation) to the bundle's"
+        )
+    acts = [
+        {type(m).__name__ for m in seq.modules() if not isinstance(m, (nn.Linear, nn.Sequential))}
+        for seq in (net.body, policy.mlp_extractor.policy_net)
+    ]
+    if acts[0] != acts[1]:
+        raise PolicyError(
+            f"policy.init: {bundle_dir!r} uses {sorted(acts[0])}, this run's actor "
+            f"{sorted(acts[1])}; set policy.kwargs.activation to the bundle's"
+        )
+    with torch.no_grad():
+        for s, t in zip(source, target, strict=True):
+            t.weight.copy_(s.weight)
+            t.bias.copy_(s.bias)
+
+
 def export_network(model: Any, network_spec: dict[str, Any]) -> nn.Module:
     """The SB3-free network of ``network_spec`` holding ``model``'s trained actor weights."""
     from taktline.agents.networks import build_network
