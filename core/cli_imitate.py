@@ -52,6 +52,9 @@ def imitate(
     expert_eval: Annotated[
         bool, typer.Option("--expert-eval/--no-expert-eval", help="play the expert in the verdict")
     ] = True,
+    workers: Annotated[
+        int, typer.Option(help="episodes labelled in parallel as Ray tasks (RAY_ADDRESS or local)")
+    ] = 1,
     network: Annotated[
         str, typer.Option(help="mlp (whole observation) or slots (one scorer over queue slots)")
     ] = "mlp",
@@ -105,6 +108,7 @@ def imitate(
         out=str(out),
         departure_weight=departure_weight,
         network=network,
+        workers=workers,
         save_states=None if save_states is None else str(save_states),
         states=None if states is None else str(states),
     )

@@ -4,6 +4,8 @@ feasible jobs, imitates better than the majority class, and is not registered un
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from taktline.agents.policies import NeuralPolicy, load_policy
 from taktline.cli import app
 from taktline.errors import PolicyError
 from taktline.training.imitation import Dataset, ImitationConfig, train_network
+from tests.ray_support import Cluster, shared_cluster
 from tests.test_lookahead import CHANGEOVER_LINE
 
 # the settings the tests were sized on: an expert that deviates from FIFO often enough for 4
@@ -312,3 +315,40 @@ def test_ppo_fine_tuning_starts_from_the_imitation_bundle(
     cfg.write_text(yaml.safe_dump(_finetune_config(bundle, [64, 64], 1e-4)))
     out = CliRunner().invoke(app, ["train", str(cfg)])
     assert out.exit_code == 2 and "policy.init" in out.output and "hidden" in out.output
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The session's local Ray cluster."""
+    return shared_cluster(request.config)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_labelling_on_ray_workers_collects_the_same_states(
+    run: dict[str, Any], line_file: Path, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """``--workers 2`` labels the episodes as Ray tasks on the cluster of RAY_ADDRESS; each
+    episode carries its own seeds, so the states are those collected in one process (the
+    module's run, same settings), state for state."""
+    args = ["imitate", str(line_file), "--expert", EXPERT, "--minutes", "10"]
+    args += ["--iterations", "4", "--episodes-per-iter", "3", "--rules", "SAME"]
+    args += ["--no-expert-eval", "--eval-episodes", "2", "--out", str(tmp_path / "b")]
+    args += ["--save-states", str(tmp_path / "s.npz"), "--workers", "2", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "taktline.cli", *args],
+        cwd=tmp_path,
+        env=ray_cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    on_ray, _ = Dataset.load(tmp_path / "s.npz")
+    here, _ = Dataset.load(run["root"] / "states.npz")
+    assert len(on_ray) == len(here) > 0
+    assert on_ray.label == here.label and on_ray.held_out == here.held_out
+    assert np.array_equal(np.asarray(on_ray.obs), np.asarray(here.obs))
+    tp = json.loads(proc.stdout[proc.stdout.index("{") :])["throughput"]
+    assert tp["workers"] == 2 and tp["labels"] == len(on_ray)

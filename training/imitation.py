@@ -68,7 +68,10 @@ class ImitationConfig:
     iterations: int = 0
     """DAgger iterations (0: as many as the budget allows)."""
     episodes_per_iter: int = 2
-    """Episodes rolled out per iteration."""
+    """Episodes rolled out per iteration (at least ``workers`` to keep every worker busy)."""
+    workers: int = 1
+    """Episodes labelled in parallel, as Ray tasks (the expert's labels are 95% of the time);
+    the states are the same whatever the number, only sooner."""
     beta: float = 0.5
     """Iteration ``i`` takes the expert's action with probability ``beta**i`` (0: learner only)."""
     network: str = "mlp"
@@ -120,6 +123,7 @@ class ImitationConfig:
             ("minutes", self.minutes > 0 and math.isfinite(self.minutes), "a positive number"),
             ("iterations", self.iterations >= 0, "an integer >= 0 (0: until the budget ends)"),
             ("episodes_per_iter", self.episodes_per_iter >= 1, "an integer >= 1"),
+            ("workers", self.workers >= 1, "an integer >= 1"),
             ("beta", 0 <= self.beta <= 1, "a number in [0, 1]"),
             ("epochs", self.epochs >= 1, "an integer >= 1"),
             ("patience", self.patience >= 1, "an integer >= 1"),
@@ -164,6 +168,14 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def extend(self, other: Dataset) -> None:
+        """Append ``other``'s states."""
+        self.obs += other.obs
+        self.mask += other.mask
+        self.label += other.label
+        self.base += other.base
+        self.held_out += other.held_out
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> None:
         """The states and ``meta`` (line, expert, episodes) to one ``.npz``."""
@@ -225,15 +237,26 @@ class Throughput:
     learner_s: float = 0.0
     train_s: float = 0.0
 
-    def as_dict(self, wall_s: float) -> dict[str, float]:
-        """Rates and shares of ``wall_s``."""
+    def add(self, other: Throughput) -> None:
+        """Add a worker's counts and times."""
+        self.env_steps += other.env_steps
+        self.labels += other.labels
+        self.env_s += other.env_s
+        self.expert_s += other.expert_s
+        self.learner_s += other.learner_s
+
+    def as_dict(self, wall_s: float, workers: int = 1) -> dict[str, float]:
+        """Rates per wall second and shares of the ``workers`` x ``wall_s`` core time."""
         wall = max(wall_s, 1e-9)
+        cores = wall * max(1, workers)
         return {
             "env_steps_per_s": self.env_steps / wall,
             "labels_per_s": self.labels / max(self.expert_s, 1e-9),
-            "share_expert": self.expert_s / wall,
-            "share_env": self.env_s / wall,
-            "share_network": (self.learner_s + self.train_s) / wall,
+            "labels_per_wall_s": self.labels / wall,
+            "workers": float(workers),
+            "share_expert": self.expert_s / cores,
+            "share_env": self.env_s / cores,
+            "share_network": (self.learner_s + self.train_s) / cores,
             "env_steps": float(self.env_steps),
             "labels": float(self.labels),
             "wall_s": wall_s,
@@ -282,7 +305,7 @@ def collect_episode(
     holdout: float,
 ) -> float | None:
     """Roll one episode out under the mixture and label its states; returns the episode's
-    profit (``None`` when the deadline cut it)."""
+    profit (``None`` when the deadline, a ``time.time()`` value, cut it)."""
     clock = time.perf_counter
     base_rule: Policy | None = getattr(expert, "base", None)
     t0 = clock()
@@ -292,7 +315,7 @@ def collect_episode(
     expert.begin_episode(env)
     step, block_out = 0, False
     while True:
-        if clock() > deadline:
+        if time.time() > deadline:
             return None
         mask = unwrapped.action_masks()
         if mask.sum() > 1:
@@ -322,6 +345,72 @@ def collect_episode(
         tp.env_steps += 1
         if term or trunc:
             return float(info["kpis"]["profit"])
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One episode of collection, everything a worker process needs to play it."""
+
+    line: str
+    expert: str
+    network_spec: dict[str, Any] | None
+    """The learner's network (``None`` in iteration 0: the expert alone)."""
+    weights: dict[str, np.ndarray] | None
+    beta: float
+    seed: int
+    """The episode's env seed."""
+    rng_seed: tuple[int, int]
+    """Seed of the mixture and the held-out blocks: (run seed, episode index)."""
+    deadline: float
+    """``time.time()`` after which the episode is cut."""
+    holdout: float
+
+
+def play_episode(job: EpisodeJob) -> tuple[Dataset, Throughput, float | None]:
+    """Play and label one episode (in this process or a Ray worker): a fresh env and expert,
+    so the states depend on the job alone, not on where or after what it ran."""
+    torch.set_num_threads(1)
+    env = make_env(job.line)
+    expert = load_policy(job.expert, seed=job.rng_seed[0])
+    learner = None
+    if job.network_spec is not None and job.weights is not None:
+        net = build_network(job.network_spec)
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in job.weights.items()})
+        learner = _learner_of(net.eval())
+    data, tp = Dataset(), Throughput()
+    rng = np.random.default_rng(list(job.rng_seed))
+    try:
+        profit = collect_episode(
+            env, expert, learner, job.beta, job.seed, rng, data, tp, job.deadline, job.holdout
+        )
+    finally:
+        env.close()
+    return data, tp, profit
+
+
+def play_episodes(
+    jobs: list[EpisodeJob], workers: int
+) -> list[tuple[Dataset, Throughput, float | None]]:
+    """:func:`play_episode` of every job, in job order; ``workers > 1``: as Ray tasks, that many
+    at a time (the cluster of ``RAY_ADDRESS`` when set, else a local Ray)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [play_episode(job) for job in jobs]
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(play_episode)
+    results: dict[int, Any] = {}
+    pending: dict[Any, int] = {}
+    nxt = 0
+    while nxt < len(jobs) or pending:
+        while nxt < len(jobs) and len(pending) < workers:
+            pending[task.remote(jobs[nxt])] = nxt  # type: ignore[attr-defined]
+            nxt += 1
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            results[pending.pop(ref)] = ray.get(ref)
+    return [results[i] for i in range(len(jobs))]
 
 
 def train_network(
@@ -475,7 +564,7 @@ def imitate(
     from taktline.training import tracking
 
     env_kwargs = env_kwargs_of(cfg.line)
-    expert = load_policy(cfg.expert, seed=cfg.seed)
+    load_policy(cfg.expert, seed=cfg.seed)  # a bad reference is named before any work
     for r in cfg.rules or ():
         load_policy(r)
     env = make_env(cfg.line)
@@ -491,7 +580,6 @@ def imitate(
     torch.manual_seed(cfg.seed)
     net = build_network(network_spec)
     generator = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     data = Dataset()
     episode, it = 0, 0
     states_meta = {
@@ -527,24 +615,30 @@ def imitate(
                 }
             )
             tracking.log_metrics(history[-1], 0)
+        wall_deadline = time.time() + 60.0 * cfg.minutes
         while (cfg.iterations == 0 or it < cfg.iterations) and time.perf_counter() < deadline:
-            learner = None if it == 0 else _learner_of(net)
-            profits = []
-            for _ in range(cfg.episodes_per_iter):
-                seed = TRAIN_SEED + 1000 * cfg.seed + episode
-                episode += 1
-                p = collect_episode(
-                    env,
-                    expert,
-                    learner,
-                    cfg.beta_at(it),
-                    seed,
-                    rng,
-                    data,
-                    tp,
-                    deadline,
-                    cfg.holdout,
+            weights = None
+            if it > 0:
+                weights = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            jobs = [
+                EpisodeJob(
+                    line=cfg.line,
+                    expert=cfg.expert,
+                    network_spec=network_spec if weights is not None else None,
+                    weights=weights,
+                    beta=cfg.beta_at(it),
+                    seed=TRAIN_SEED + 1000 * cfg.seed + episode + k,
+                    rng_seed=(cfg.seed, episode + k),
+                    deadline=wall_deadline,
+                    holdout=cfg.holdout,
                 )
+                for k in range(cfg.episodes_per_iter)
+            ]
+            episode += len(jobs)
+            profits = []
+            for part, part_tp, p in play_episodes(jobs, cfg.workers):
+                data.extend(part)
+                tp.add(part_tp)
                 if p is not None:
                     profits.append(p)
             if not len(data):
@@ -575,7 +669,7 @@ def imitate(
                 "give more minutes"
             )
         wall = time.perf_counter() - start
-        throughput = tp.as_dict(wall)
+        throughput = tp.as_dict(wall, cfg.workers)
         tracking.log_metrics({f"throughput.{k}": v for k, v in throughput.items()}, it)
         name = cfg.register or f"imitate-{base.spec_line.name}"
         bundle = PolicyBundle(
