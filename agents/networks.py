@@ -57,6 +57,21 @@ def apply_mask(logits: Tensor, mask: Tensor | None) -> Tensor:
     return logits.masked_fill(~mask.to(torch.bool), MASKED_LOGIT)
 
 
+def flat_observation(obs: Tensor, obs_dim: int) -> Tensor:
+    """``obs`` as ``[B, obs_dim]`` floats.
+
+    Raises:
+        PolicyError: when the observation has another length (another env or env_kwargs).
+    """
+    x = obs.reshape(obs.shape[0], -1).float()
+    if x.shape[1] != obs_dim:
+        raise PolicyError(
+            f"observation: expected {obs_dim} features, got {x.shape[1]}; the policy "
+            "was trained on another env or env_kwargs"
+        )
+    return x
+
+
 def mlp(sizes: Sequence[int], act: type[nn.Module]) -> nn.Sequential:
     """``Linear -> act`` for each consecutive pair of ``sizes`` (the last layer activated too)."""
     layers: list[nn.Module] = []
@@ -97,12 +112,7 @@ class MaskedMLP(nn.Module):
 
     def forward(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
         """Masked logits ``[B, n_actions]`` of observations ``[B, obs_dim]``."""
-        x = obs.reshape(obs.shape[0], -1).float()
-        if x.shape[1] != self.obs_dim:
-            raise PolicyError(
-                f"observation: expected {self.obs_dim} features, got {x.shape[1]}; the policy "
-                "was trained on another env or env_kwargs"
-            )
+        x = flat_observation(obs, self.obs_dim)
         return apply_mask(self.head(self.body(x)), mask)
 
 
@@ -330,12 +340,7 @@ class SlotScorer(nn.Module):
 
     def forward(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:
         """Masked logits ``[B, n_actions]`` of observations ``[B, obs_dim]``."""
-        x = obs.reshape(obs.shape[0], -1).float()
-        if x.shape[1] != self.obs_dim:
-            raise PolicyError(
-                f"observation: expected {self.obs_dim} features, got {x.shape[1]}; the policy "
-                "was trained on another env or env_kwargs"
-            )
+        x = flat_observation(obs, self.obs_dim)
         b, k = x.shape[0], self.n_actions * self.slot_size
         head = x[:, : self.obs_dim - k] if self.obs_dim > k else x.new_zeros(b, 1)
         h = self.slot(x[:, self.obs_dim - k :].reshape(b, self.n_actions, self.slot_size))

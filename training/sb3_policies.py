@@ -122,6 +122,14 @@ def _linears(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
+def _copy_linears(source: list[nn.Linear], target: list[nn.Linear]) -> None:
+    """Weights and biases of ``source`` into ``target``, layer by layer."""
+    with torch.no_grad():
+        for s, t in zip(source, target, strict=True):
+            t.weight.copy_(s.weight)
+            t.bias.copy_(s.bias)
+
+
 def import_network(model: Any, bundle_dir: str) -> None:
     """Copy a bundle's MLP actor into ``model``'s (``mlp_extractor.policy_net`` + ``action_net``,
     the layout :func:`export_network` reads back): fine-tuning starts from the bundle's policy.
@@ -155,10 +163,7 @@ def import_network(model: Any, bundle_dir: str) -> None:
             f"policy.init: {bundle_dir!r} uses {sorted(acts[0])}, this run's actor "
             f"{sorted(acts[1])}; set policy.kwargs.activation to the bundle's"
         )
-    with torch.no_grad():
-        for s, t in zip(source, target, strict=True):
-            t.weight.copy_(s.weight)
-            t.bias.copy_(s.bias)
+    _copy_linears(source, target)
 
 
 def export_network(model: Any, network_spec: dict[str, Any]) -> nn.Module:
@@ -181,9 +186,6 @@ def export_network(model: Any, network_spec: dict[str, Any]) -> nn.Module:
             f"export: the SB3 actor has {len(source)} linear layers, the bundle network "
             f"{len(target)}; policy.kwargs and the network spec disagree"
         )
-    with torch.no_grad():
-        for s, t in zip(source, target, strict=True):
-            t.weight.copy_(s.weight)
-            t.bias.copy_(s.bias)
+    _copy_linears(source, target)
     net.eval()
     return net
