@@ -313,6 +313,9 @@ class LookaheadPolicy(Policy):
         self.base = RulePolicy(self.config.base)
         self.name = self.config.label()
         self.stats = {"decisions": 0, "searched": 0, "changed": 0, "deadline": 0}
+        self.last_gain = 0.0
+        """The last decision's estimated gain over the base rule's job (the mean objective over
+        the scenarios; 0 where it kept the base rule's job): imitation weights by it."""
 
     @classmethod
     def parse(cls, text: str, spec: LineSpec | None = None) -> LookaheadPolicy:
@@ -356,6 +359,7 @@ class LookaheadPolicy(Policy):
             return self.base.decide(snap)
         start = time.perf_counter()
         cfg = self.config
+        self.last_gain = 0.0
         station, machine = pending_dispatch(snap)
         cands = line_candidates(snap)[:limit]
         names: list[str] | None = None
@@ -395,6 +399,7 @@ class LookaheadPolicy(Policy):
             return out.model_copy(update={"note": "lookahead: no scenario within budget_ms"})
         col = pick(scores, 0, cfg.margin)
         self.stats["changed"] += col != 0
+        self.last_gain = float(scores[:, col].mean() - scores[:, 0].mean())
         return tries[col]
 
     def _score(

@@ -62,6 +62,13 @@ def imitate(
         float,
         typer.Option(help="loss weight of states where the expert departs from its base rule"),
     ] = 1.0,
+    weight_by_gain: Annotated[
+        bool,
+        typer.Option(
+            "--weight-by-gain/--no-weight-by-gain",
+            help="scale each departure's weight by the expert's estimated gain",
+        ),
+    ] = False,
     save_states: Annotated[
         Path | None, typer.Option(help="write the labelled states here (.npz) to reuse them")
     ] = None,
@@ -107,6 +114,7 @@ def imitate(
         register=register,
         out=str(out),
         departure_weight=departure_weight,
+        weight_by_gain=weight_by_gain,
         network=network,
         workers=workers,
         save_states=None if save_states is None else str(save_states),

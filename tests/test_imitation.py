@@ -95,6 +95,9 @@ def test_saved_states_restart_dagger_without_relabelling(
     assert len(saved) == run["data"]["dataset_size"] and meta["expert"] == EXPERT
     assert meta["episodes"] == 12 and any(saved.held_out) and not all(saved.held_out)
     assert all(m[a] for m, a in zip(saved.mask, saved.label, strict=True))
+    departs = [b != a for b, a in zip(saved.base, saved.label, strict=True)]
+    assert any(departs)  # the expert's estimated gain is positive exactly where it departs
+    assert [g > 0 for g in saved.gain] == departs and min(saved.gain) == 0.0
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = CliRunner().invoke(
@@ -118,6 +121,18 @@ def test_saved_states_restart_dagger_without_relabelling(
     assert history[-1]["dataset_size"] > len(saved)
 
 
+def test_gain_weighting_counts_clear_departures_more_than_marginal_ones() -> None:
+    from taktline.training.imitation import _state_weights
+
+    departs = torch.tensor([False, True, True, False, True])
+    gain = torch.tensor([0.0, 30.0, 10.0, 0.0, 20.0])
+    plain = _state_weights(departs, gain, ImitationConfig(line="serial5", departure_weight=4))
+    assert plain.tolist() == [1.0, 4.0, 4.0, 1.0, 4.0]
+    cfg = ImitationConfig(line="serial5", departure_weight=4, weight_by_gain=True)
+    by_gain = _state_weights(departs, gain, cfg)
+    assert by_gain.tolist() == pytest.approx([1.0, 6.0, 2.0, 1.0, 4.0])  # mean departure: 4
+
+
 def _rare_departures(n: int, seed: int) -> Dataset:
     """Two feasible jobs; the base rule always takes job 0; where feature 0 > 1 (about 16% of
     states) the expert departs to job 1 four times in ten, elsewhere never."""
@@ -131,6 +146,7 @@ def _rare_departures(n: int, seed: int) -> Dataset:
         data.label.append(label)
         data.base.append(0)
         data.held_out.append(i % 5 == 0)
+        data.gain.append(float(label))
     return data
 
 

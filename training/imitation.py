@@ -111,6 +111,9 @@ class ImitationConfig:
     """Registered model name; used only when the policy beats the best rule."""
     out: str = "imitation_bundle"
     """Where the bundle is saved."""
+    weight_by_gain: bool = False
+    """Scale each departure's weight by the expert's estimated gain over its base rule (the
+    lookahead's mean objective difference), relative to the mean departure's."""
     save_states: str | None = None
     """Write the labelled states here (``.npz``) after collection, to retrain without the
     expert (its labels are 96% of an imitation's time)."""
@@ -165,6 +168,8 @@ class Dataset:
     base: list[int] = field(default_factory=list)
     """The expert's base rule's action (-1 without one): a second baseline of accuracy."""
     held_out: list[bool] = field(default_factory=list)
+    gain: list[float] = field(default_factory=list)
+    """The expert's estimated gain of its choice over the base rule's (0 where none)."""
 
     def __len__(self) -> int:
         return len(self.label)
@@ -176,6 +181,7 @@ class Dataset:
         self.label += other.label
         self.base += other.base
         self.held_out += other.held_out
+        self.gain += other.gain
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> None:
         """The states and ``meta`` (line, expert, episodes) to one ``.npz``."""
@@ -186,6 +192,7 @@ class Dataset:
             label=np.asarray(self.label, np.int64),
             base=np.asarray(self.base, np.int64),
             held_out=np.asarray(self.held_out, bool),
+            gain=np.asarray(self.gain, np.float64),
             meta=np.array(json.dumps(meta)),
         )
 
@@ -205,6 +212,7 @@ class Dataset:
                     [int(v) for v in f["label"]],
                     [int(v) for v in f["base"]],
                     [bool(v) for v in f["held_out"]],
+                    [float(v) for v in f["gain"]] if "gain" in f.files else [0.0] * len(f["label"]),
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise PolicyError(
@@ -215,15 +223,16 @@ class Dataset:
 
     def tensors(
         self, held_out: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(obs, mask, label, departs)`` of the held-out (or training) states; ``departs``:
-        the label differs from a known base-rule action."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(obs, mask, label, departs, gain)`` of the held-out (or training) states;
+        ``departs``: the label differs from a known base-rule action."""
         idx = [i for i, h in enumerate(self.held_out) if h == held_out]
         x = torch.from_numpy(np.asarray([self.obs[i] for i in idx], np.float32))
         m = torch.from_numpy(np.asarray([self.mask[i] for i in idx], bool))
         y = torch.as_tensor([self.label[i] for i in idx], dtype=torch.long)
         departs = [self.base[i] >= 0 and self.base[i] != self.label[i] for i in idx]
-        return x, m, y, torch.as_tensor(departs, dtype=torch.bool)
+        gain = torch.as_tensor([self.gain[i] for i in idx], dtype=torch.float32)
+        return x, m, y, torch.as_tensor(departs, dtype=torch.bool), gain
 
 
 @dataclass
@@ -329,6 +338,7 @@ def collect_episode(
             data.label.append(label)
             data.base.append(-1 if base_rule is None else int(base_rule.choose(env, obs, mask)))
             data.held_out.append(block_out)
+            data.gain.append(float(getattr(expert, "last_gain", 0.0)))
             tp.labels += 1
             step += 1
             action = label
@@ -418,12 +428,12 @@ def train_network(
 ) -> dict[str, float]:
     """Train ``net`` on the aggregate, keep the epoch with the best held-out loss; returns
     the held-out accuracy and loss, the training loss, the epochs run and the baselines."""
-    x, m, y, d = data.tensors(held_out=False)
-    vx, vm, vy, departs = data.tensors(held_out=True)
+    x, m, y, d, g = data.tensors(held_out=False)
+    vx, vm, vy, departs, vg = data.tensors(held_out=True)
     if len(vy) == 0:  # too few states for a held-out block yet: judge on the training states
-        vx, vm, vy, departs = x, m, y, d
-    w = 1.0 + (cfg.departure_weight - 1.0) * d.float()
-    vw = 1.0 + (cfg.departure_weight - 1.0) * departs.float()
+        vx, vm, vy, departs, vg = x, m, y, d, g
+    w = _state_weights(d, g, cfg)
+    vw = _state_weights(departs, vg, cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
     def held_out_loss() -> tuple[float, float, float]:
@@ -505,6 +515,21 @@ def _train_one_thread(
         return train_network(net, data, cfg, generator)
     finally:
         torch.set_num_threads(threads)
+
+
+def _state_weights(departs: torch.Tensor, gain: torch.Tensor, cfg: ImitationConfig) -> torch.Tensor:
+    """1 where the expert keeps its base rule's job; ``departure_weight`` where it departs,
+    scaled by the departure's estimated gain over the mean departure's with ``weight_by_gain``
+    (a departure the scenarios barely preferred counts less than one they clearly did)."""
+    w = torch.ones(len(departs))
+    if not bool(departs.any()):
+        return w
+    extra = torch.full((int(departs.sum()),), float(cfg.departure_weight))
+    if cfg.weight_by_gain:
+        g = gain[departs].clamp(min=0.0)
+        extra = extra * g / g.mean().clamp(min=1e-9)
+    w[departs] = extra
+    return w
 
 
 def _weighted_ce(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
