@@ -108,11 +108,11 @@ def residual_shop(snapshot: LineSnapshot, spec: LineSpec) -> ResidualShop:
                 free.append(0.0 if mach.state is MachineState.IDLE else mach.remaining or 0.0)
                 continue
             left = mach.remaining
-            if left is None:  # the plant did not say: the expected rest of the operation
-                left = max(0.0, job.processing_time - mach.elapsed)
-            if mach.state is MachineState.BLOCKED:
+            if mach.state is MachineState.BLOCKED:  # done, waiting to move on
                 left = 0.0
-            free.append(0.0 if mach.state is MachineState.BLOCKED else left)
+            elif left is None:  # the plant did not say: the expected rest of the operation
+                left = max(0.0, job.processing_time - mach.elapsed)
+            free.append(left)
             add(job.product, job.step + 1, left, -1)
         avail[s] = min(free) if rec is not station else 0.0
         for k, job in enumerate(rec.queue):

@@ -40,7 +40,7 @@ from taktline.agents.jobshop_features import (
     unscheduled_load,
 )
 from taktline.agents.jobshop_search import AnytimePoint, SearchResult, _batch_row, require_classical
-from taktline.agents.policies import Policy
+from taktline.agents.policies import Policy, line_spec_for
 from taktline.envs.decision import Decision
 from taktline.envs.jobshop.batch import JobShopBatch
 from taktline.envs.jobshop.instance import JobShopInstance
@@ -356,8 +356,10 @@ class SchedulerPolicy(Policy):
                 "snapshot.decision: the learned scheduler answers dispatch decisions (a free "
                 "machine with jobs waiting); pair it with a release rule for release points"
             )
-        if self._spec is None or self._spec.name != snap.line:
-            self._spec = _line_spec(snap)
+        known = self._spec if self._spec is not None and self._spec.name == snap.line else None
+        self._spec = line_spec_for(
+            snap, known, snap.line, "post a snapshot of a bundled line or of the env's line"
+        )
         shop = residual_shop(snap, self._spec)
         mask = shop.mask & (shop.queue_index < (limit or len(shop.queue_index)))
         with torch.no_grad():
@@ -412,26 +414,6 @@ class SchedulerPolicy(Policy):
         with torch.no_grad():
             logits = self.net(torch.from_numpy(x), torch.from_numpy(mask))
         return _jobshop_decision(snap, int(logits[0].argmax()))
-
-
-def _line_spec(snap: LineSnapshot) -> Any:
-    """The bundled line or spec file a line snapshot names, checked against its hash."""
-    from taktline.envs.spec import load_spec
-    from taktline.errors import SpecError
-
-    try:
-        spec = load_spec(snap.line)
-    except SpecError as exc:
-        raise PolicyError(
-            f"snapshot.line: the learned scheduler needs the line's routings, and {snap.line!r} "
-            f"is no bundled line or spec file ({exc})"
-        ) from None
-    if snap.spec_hash and snap.spec_hash != spec.spec_hash():
-        raise PolicyError(
-            f"snapshot.spec_hash: {snap.spec_hash!r} is not the bundled {spec.name!r} "
-            f"({spec.spec_hash()}); post a snapshot of that line"
-        )
-    return spec
 
 
 __all__ = [

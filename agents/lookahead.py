@@ -45,7 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from taktline.agents.policies import Policy, RulePolicy, _unwrapped, dispatch_action
+from taktline.agents.policies import (
+    Policy,
+    RulePolicy,
+    _unwrapped,
+    dispatch_action,
+    line_spec_for,
+)
 from taktline.envs.decision import Decision
 from taktline.envs.snapshot import (
     Candidate,
@@ -55,7 +61,7 @@ from taktline.envs.snapshot import (
     line_candidates,
     pending_dispatch,
 )
-from taktline.errors import PolicyError, SpecError
+from taktline.errors import PolicyError
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -329,23 +335,12 @@ class LookaheadPolicy(Policy):
         return LookaheadPolicy(self.config, spec)
 
     def _spec_for(self, snap: LineSnapshot) -> LineSpec:
-        from taktline.envs.spec import load_spec
-
-        if self.spec is None:
-            name = self.config.line or snap.line
-            try:
-                self.spec = load_spec(name)
-            except SpecError as exc:
-                raise PolicyError(
-                    f"LOOKAHEAD line: the snapshot's line {name!r} is no bundled line or spec "
-                    f"file ({exc}); pass line=path/to/line.yaml"
-                ) from None
-        if snap.spec_hash and snap.spec_hash != self.spec.spec_hash():
-            raise PolicyError(
-                f"snapshot.spec_hash: {snap.spec_hash!r} is not the lookahead's line "
-                f"{self.spec.name!r} ({self.spec.spec_hash()}); pass line= the spec the "
-                "snapshot is of"
-            )
+        self.spec = line_spec_for(
+            snap,
+            self.spec,
+            self.config.line or snap.line,
+            "pass LOOKAHEAD(line=path/to/line.yaml), the spec the snapshot is of",
+        )
         return self.spec
 
     # -- the decide path -----------------------------------------------------------------

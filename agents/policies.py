@@ -51,6 +51,7 @@ from taktline.errors import PolicyError
 if TYPE_CHECKING:  # the bundle needs torch: imported where a bundle is loaded, so that rules
     # and CP-SAT decide without it
     from taktline.agents.bundle import PolicyBundle
+    from taktline.envs.spec import LineSpec
 
 JOBSHOP_ID = "taktline/JobShop-v0"
 
@@ -329,6 +330,32 @@ class RulePolicy(Policy):
             return int(min(n, int(np.flatnonzero(mask).max())))
         cap = getattr(self.release_rule, "wip_cap", codec.max_release)
         return int(min(cap, codec.max_release))
+
+
+def line_spec_for(snapshot: LineSnapshot, spec: LineSpec | None, name: str, hint: str) -> LineSpec:
+    """``spec``, or the bundled line or spec file ``name`` when None, checked against the
+    snapshot's spec hash (what a policy that simulates or reads routings plans on).
+
+    Raises:
+        PolicyError: when ``name`` is no line, or the snapshot is of another spec; ``hint``
+            says how to give the right one.
+    """
+    from taktline.envs.spec import load_spec
+    from taktline.errors import SpecError
+
+    if spec is None:
+        try:
+            spec = load_spec(name)
+        except SpecError as exc:
+            raise PolicyError(
+                f"snapshot.line: {name!r} is no bundled line or spec file ({exc}); {hint}"
+            ) from None
+    if snapshot.spec_hash and snapshot.spec_hash != spec.spec_hash():
+        raise PolicyError(
+            f"snapshot.spec_hash: {snapshot.spec_hash!r} is not line {spec.name!r} "
+            f"({spec.spec_hash()}); {hint}"
+        )
+    return spec
 
 
 def dispatch_action(snapshot: LineSnapshot, decision: Decision) -> int:

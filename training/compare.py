@@ -249,7 +249,8 @@ def compare(
                 break
             record(i, _play_round(refs, env_kwargs, seed + i, metric))
     else:
-        _rounds_on_ray(refs, env_kwargs, seed, episodes, metric, workers, record, out_of_time)
+        calls = [(refs, env_kwargs, seed + i, metric) for i in range(episodes)]
+        in_order_on_ray(_play_round, calls, workers, record, out_of_time)
     reference = max(rule_names, key=lambda r: float(np.mean(ev.values[r])))
     return Comparison(
         spec.name,
@@ -269,29 +270,27 @@ def _default_horizon(spec: Any) -> float:
     return float(max(20.0, round(float(spec.horizon) / 32.0)))
 
 
-def _rounds_on_ray(
-    refs: Sequence[str],
-    env_kwargs: dict[str, Any],
-    seed: int,
-    episodes: int,
-    metric: str,
+def in_order_on_ray(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[Any, ...]],
     workers: int,
     record: Callable[[int, Any], None],
-    out_of_time: Callable[[], bool],
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Rounds as Ray tasks, ``workers`` at a time; results recorded in seed order."""
+    """``fn(*calls[i])`` as Ray tasks, ``workers`` at a time (the cluster of ``RAY_ADDRESS``
+    when set, else a local Ray); ``record(i, result)`` in call order as results come in. Once
+    ``out_of_time()``, no more calls start; the running ones finish and are recorded."""
     import ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(_play_round)
+    task = ray.remote(num_cpus=1)(fn)
     pending: dict[Any, int] = {}
     results: dict[int, Any] = {}
     nxt, recorded = 0, 0
-    while nxt < episodes or pending:
-        while nxt < episodes and len(pending) < workers and not out_of_time():
-            ref = task.remote(refs, env_kwargs, seed + nxt, metric)  # type: ignore[attr-defined]
-            pending[ref] = nxt
+    while nxt < len(calls) or pending:
+        while nxt < len(calls) and len(pending) < workers and not out_of_time():
+            pending[task.remote(*calls[nxt])] = nxt  # type: ignore[attr-defined]
             nxt += 1
         if not pending:
             break
@@ -302,7 +301,7 @@ def _rounds_on_ray(
             record(recorded, results.pop(recorded))
             recorded += 1
         if out_of_time():
-            nxt = episodes  # start no more; the running rounds finish and count
+            nxt = len(calls)  # start no more; the running calls finish and count
 
 
 def bar_chart(comparison: Comparison, path: Path) -> Path:

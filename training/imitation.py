@@ -212,7 +212,7 @@ class Dataset:
                     [int(v) for v in f["label"]],
                     [int(v) for v in f["base"]],
                     [bool(v) for v in f["held_out"]],
-                    [float(v) for v in f["gain"]] if "gain" in f.files else [0.0] * len(f["label"]),
+                    [float(v) for v in f["gain"]],
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise PolicyError(
@@ -405,22 +405,11 @@ def play_episodes(
     at a time (the cluster of ``RAY_ADDRESS`` when set, else a local Ray)."""
     if workers <= 1 or len(jobs) <= 1:
         return [play_episode(job) for job in jobs]
-    import ray
+    from taktline.training.compare import in_order_on_ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(play_episode)
-    results: dict[int, Any] = {}
-    pending: dict[Any, int] = {}
-    nxt = 0
-    while nxt < len(jobs) or pending:
-        while nxt < len(jobs) and len(pending) < workers:
-            pending[task.remote(jobs[nxt])] = nxt  # type: ignore[attr-defined]
-            nxt += 1
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            results[pending.pop(ref)] = ray.get(ref)
-    return [results[i] for i in range(len(jobs))]
+    out: list[tuple[Dataset, Throughput, float | None]] = []
+    in_order_on_ray(play_episode, [(job,) for job in jobs], workers, lambda _, r: out.append(r))
+    return out
 
 
 def train_network(
