@@ -225,13 +225,39 @@ def trained_scheme(meta: dict[str, Any]) -> str:
     return str(meta.get("config_run", {}).get("scheme", "active"))
 
 
+def mirrored(instance: JobShopInstance) -> JobShopInstance:
+    """The time-reversed job shop: every job's operations in reverse order.
+
+    A schedule of the mirror read backwards in time (an operation that runs ``[s, e)`` there
+    runs ``[C - e, C - s)`` here) is a schedule of ``instance`` with the same makespan ``C``, so
+    the two have the same optimum; a dispatcher often finds one direction easier.
+    """
+    return JobShopInstance(
+        tuple(tuple(reversed(ops)) for ops in instance.jobs),
+        instance.n_machines,
+        name=f"{instance.name}-mirror",
+    )
+
+
+def unmirror_start(instance: JobShopInstance, start: np.ndarray, makespan: int) -> np.ndarray:
+    """Start times ``(n_jobs, max_ops)`` in ``instance`` of a schedule of its :func:`mirrored`."""
+    out = np.full_like(start, -1)
+    for j, ops in enumerate(instance.jobs):
+        n = len(ops)
+        for i, alts in enumerate(ops):
+            out[j, i] = makespan - (start[j, n - 1 - i] + alts[0][1])
+    return out
+
+
 @dataclass(frozen=True)
 class LearnedScheduler:
-    """A network with how to use it: its generation scheme and its sampling temperature."""
+    """A network with how to use it: its generation scheme, its sampling temperature, and
+    whether sampling splits its schedules between the instance and its :func:`mirrored` one."""
 
     net: SchedulerNet
     scheme: str = "active"
     temperature: float = 1.0
+    mirror: bool = True
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> LearnedScheduler:
@@ -292,18 +318,30 @@ def policy_search(
     best_ms, best_start = int(first.makespan[0]), first.start[0]
     log = [AnytimePoint(time.perf_counter() - t0, best_ms, "policy-greedy")]
     built = 1
+    mirror = mirrored(instance) if sched.mirror else None
+    # With the mirror each round samples half a batch forward and half on the mirror; row 0
+    # of a batch is its direction's greedy schedule, new only the first time on the mirror.
+    size = max(1, batch_size // 2) if mirror is not None else batch_size
+    mirror_greedy_built = False
     while time.perf_counter() < deadline and (samples is None or built < samples):
-        size = batch_size if samples is None else min(batch_size, samples - built + 1)
-        r = rollout(
-            net, instance, size, False, rng, scheme, deadline, temperature=sched.temperature
-        )
-        if r is None:
-            break
-        built += size - 1  # row 0 repeats the greedy schedule
-        k = int(r.makespan.argmin())
-        if int(r.makespan[k]) < best_ms:
-            best_ms, best_start = int(r.makespan[k]), r.start[k]
-            log.append(AnytimePoint(time.perf_counter() - t0, best_ms, "policy-sampling"))
+        for inst in (instance, mirror):
+            if inst is None or (samples is not None and built >= samples):
+                continue
+            repeats = 1 if inst is instance or mirror_greedy_built else 0
+            n = size if samples is None else min(size, samples - built + repeats)
+            r = rollout(net, inst, n, False, rng, scheme, deadline, temperature=sched.temperature)
+            if r is None:
+                break
+            built += n - repeats
+            mirror_greedy_built = mirror_greedy_built or inst is mirror
+            k = int(r.makespan.argmin())
+            if int(r.makespan[k]) < best_ms:
+                best_ms, best_start = int(r.makespan[k]), r.start[k]
+                stage = "policy-sampling"
+                if inst is mirror:
+                    best_start = unmirror_start(instance, best_start, best_ms)
+                    stage = "policy-sampling-mirror"
+                log.append(AnytimePoint(time.perf_counter() - t0, best_ms, stage))
     schedule = sorted(_batch_row(instance, best_start), key=lambda s: (s.start, s.machine))
     return SearchResult(best_ms, schedule, log, built, time.perf_counter() - started)
 
@@ -423,6 +461,7 @@ __all__ = [
     "SchedulerNet",
     "SchedulerPolicy",
     "load_net",
+    "mirrored",
     "policy_search",
     "policy_solve",
     "replay_features",

@@ -22,12 +22,14 @@ from taktline.agents.jobshop_policy import (
     NetConfig,
     SchedulerNet,
     load_net,
+    mirrored,
     policy_search,
     policy_solve,
     replay_features,
     rollout,
     save_net,
     trained_scheme,
+    unmirror_start,
 )
 from taktline.agents.jobshop_search import _greedy
 from taktline.cli import app
@@ -150,6 +152,33 @@ def test_best_of_n_is_never_worse_than_greedy_and_search_gives_up_past_its_deadl
     assert best.makespan <= greedy.makespan
     assert check_schedule(inst, best.schedule) == best.makespan
     assert policy_search(inst, 1e-6, scheduler=sched) is None
+
+
+def test_a_mirror_schedule_read_backwards_is_a_schedule_of_the_instance_with_its_makespan() -> None:
+    inst = taillard_like(9, 5, np.random.default_rng(7))
+    mirror = mirrored(inst)
+    assert [list(reversed(ops)) for ops in mirror.jobs] == [list(ops) for ops in inst.jobs]
+    r = rollout(_net(), mirror, 16, False, np.random.default_rng(3))
+    assert r is not None
+    from taktline.agents.jobshop_search import _batch_row
+
+    for row in range(16):
+        ms = int(r.makespan[row])
+        schedule = _batch_row(inst, unmirror_start(inst, r.start[row], ms))
+        assert check_schedule(inst, schedule) == ms
+        assert min(s.start for s in schedule) == 0
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_best_of_n_counts_every_schedule_once_with_or_without_the_mirror(mirror: bool) -> None:
+    inst = taillard_like(8, 6, np.random.default_rng(5))
+    sched = LearnedScheduler(_net(), mirror=mirror)
+    for n, batch in ((64, 64), (50, 16)):
+        res = policy_solve(inst, 3600.0, seed=1, samples=n, batch_size=batch, scheduler=sched)
+        assert res.iterations == n
+        assert check_schedule(inst, res.schedule) == res.makespan
+    stages = {p.stage for p in policy_solve(inst, 3600.0, samples=64, scheduler=sched).log}
+    assert ("policy-sampling-mirror" in stages) <= mirror
 
 
 def test_the_shipped_weights_schedule_unseen_benchmarks_better_than_the_greedy_rules() -> None:
