@@ -15,7 +15,7 @@ from taktline.envs.spec import bundled_lines, load_spec
 from taktline.envs.twin import Twin
 from taktline.training.evaluate import mean_ci
 
-SCENARIOS = ("paintshop", "release_breakdowns", "dynamic_jobshop", "paint_assembly")
+SCENARIOS = ("paintshop", "release_breakdowns", "dynamic_jobshop", "paint_assembly", "cut_weld")
 SEEDS = range(6)
 
 # (best, worst) as (dispatching rule, release rule), chosen from docs/scenarios.md's table
@@ -24,6 +24,7 @@ SEPARATED = {
     "release_breakdowns": (("FIFO", "CONWIP(10)"), ("FIFO", "IMMEDIATE")),
     "dynamic_jobshop": (("ATC", "IMMEDIATE"), ("FIFO", "IMMEDIATE")),
     "paint_assembly": (("SAME", "IMMEDIATE"), ("FIFO", "IMMEDIATE")),
+    "cut_weld": (("SAME", "IMMEDIATE"), ("FIFO", "IMMEDIATE")),
 }
 
 
