@@ -309,6 +309,16 @@ def _finetune_config(bundle: Path, hidden: list[int], lr: float) -> dict[str, An
     }
 
 
+def _assert_same_weights(root: Path, stdout: str, bundle: Path) -> None:
+    """The run's (``train --json`` output) best bundle holds exactly ``bundle``'s network."""
+    data = json.loads(stdout[stdout.index("{") :])
+    tuned = load_policy(str(root / data["best_bundle"]))
+    start = load_policy(str(bundle))
+    assert isinstance(tuned, NeuralPolicy) and isinstance(start, NeuralPolicy)
+    a, b = tuned.bundle.network.state_dict(), start.bundle.network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_ppo_fine_tuning_starts_from_the_imitation_bundle(
     run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -322,15 +332,54 @@ def test_ppo_fine_tuning_starts_from_the_imitation_bundle(
     cfg.write_text(yaml.safe_dump(_finetune_config(bundle, [128, 128], 0.0)))
     out = CliRunner().invoke(app, ["train", str(cfg), "--json"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.stdout[out.stdout.index("{") :])
-    tuned = load_policy(str(tmp_path / data["best_bundle"]))
-    start = load_policy(str(bundle))
-    assert isinstance(tuned, NeuralPolicy) and isinstance(start, NeuralPolicy)
-    a, b = tuned.bundle.network.state_dict(), start.bundle.network.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _assert_same_weights(tmp_path, out.stdout, bundle)
     cfg.write_text(yaml.safe_dump(_finetune_config(bundle, [64, 64], 1e-4)))
     out = CliRunner().invoke(app, ["train", str(cfg)])
     assert out.exit_code == 2 and "policy.init" in out.output and "hidden" in out.output
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_rllib_fine_tuning_starts_from_the_imitation_bundle(
+    run: dict[str, Any], ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """``policy.init`` on the rllib backend: the learner's actor starts as
+    the DAgger bundle's network (a zero learning rate exports the very same weights, on a real
+    Ray cluster); a bundle of another layout is named before any training."""
+    bundle = Path(run["data"]["bundle"])
+    cfg = _finetune_config(bundle, [128, 128], 0.0)
+    cfg["backend"] = "rllib"
+    cfg["hyperparameters"] = {
+        "learning_rate": 0.0,
+        "n_steps": 200,
+        "batch_size": 100,
+        "n_epochs": 1,
+        "num_env_runners": 1,
+        "num_envs_per_env_runner": 1,
+    }
+    cfg["budget"] = {"total_timesteps": 200}
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    def train(config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "taktline.cli", "train", str(config), "--json"],
+            cwd=tmp_path,
+            env=ray_cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
+
+    proc = train(path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _assert_same_weights(tmp_path, proc.stdout, bundle)
+    cfg["policy"]["kwargs"]["hidden"] = [64, 64]
+    path.write_text(yaml.safe_dump(cfg))
+    proc = train(path)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "policy.init" in proc.stderr and "hidden" in proc.stderr
 
 
 @pytest.fixture(scope="session")

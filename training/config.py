@@ -50,8 +50,9 @@ class PolicyConfig(_Strict):
     (attention)."""
     init: str | None = None
     """Start the actor from this policy bundle's network (a DAgger imitation, an earlier run):
-    PPO fine-tuning after imitation. Same layout (``network``, ``kwargs``) and env spaces; the
-    critic starts fresh. ``None``: random initial weights."""
+    PPO fine-tuning after imitation, on the sb3 or the rllib backend. Same layout
+    (``network``, ``kwargs``) and env spaces; the critic starts fresh. ``None``: random initial
+    weights."""
 
 
 class BudgetConfig(_Strict):
@@ -167,10 +168,10 @@ class TrainConfig(_Strict):
             raise ValueError(
                 f"policy.network: 'attention' reads job-shop rows; use 'mlp' for {self.env.id}"
             )
-        if self.policy.init is not None and (self.backend != "sb3" or self.algorithm == "dqn"):
+        if self.policy.init is not None and self.algorithm == "dqn":
             raise ValueError(
-                "policy.init: fine-tuning from a bundle runs on the sb3 backend with ppo or "
-                "maskable_ppo; unset it or set backend=sb3"
+                "policy.init: fine-tuning from a bundle runs PPO (ppo or maskable_ppo, on the "
+                "sb3 or the rllib backend); unset it or set algorithm=maskable_ppo"
             )
         if self.algorithm == "dqn" and self.policy.network != "mlp":
             raise ValueError("algorithm: dqn trains an 'mlp' policy only; set policy.network=mlp")

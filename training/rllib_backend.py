@@ -324,7 +324,7 @@ def train(
     import mlflow
     import torch
 
-    from taktline.training.rllib_module import make_env, register_env
+    from taktline.training.rllib_module import import_actor, make_env, register_env
 
     console = console or Console(stderr=True)
     check_env(cfg)  # here, once: not in each env runner with a traceback apiece
@@ -382,6 +382,9 @@ def train(
                 console.print(
                     f"restored iteration {algo.training_iteration}, step {state.num_timesteps}"
                 )
+            elif cfg.policy.init is not None:
+                import_actor(algo, cfg.policy.init, run.network_spec)
+                console.print(f"actor starts from {cfg.policy.init}")
             steps = _learn(cfg, run, algo, on_iteration)
         finally:
             algo.stop()

@@ -131,6 +131,35 @@ class MaskedPolicyModule(TorchRLModule, ValueFunctionAPI):
         return self.vf(embeddings).squeeze(-1)
 
 
+def import_actor(algo: Any, bundle_dir: str, network_spec: dict[str, Any]) -> None:
+    """Start ``algo``'s actor as a bundle's network (``policy.init``: PPO fine-tuning after a
+    DAgger imitation, on Ray as on SB3); the value head keeps its fresh weights. The learner
+    gets the weights and the env runners are synced from it before the first sample.
+
+    Raises:
+        PolicyError: when the bundle's network is not the one this run builds.
+    """
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from taktline.agents.bundle import PolicyBundle
+
+    bundle = PolicyBundle.load(bundle_dir)
+    mine, theirs = network_spec, bundle.network_spec
+    if mine.get("class") != theirs.get("class") or mine.get("kwargs") != theirs.get("kwargs"):
+        raise PolicyError(
+            f"policy.init: {bundle_dir!r} holds {theirs.get('class')} {theirs.get('kwargs')}, "
+            f"this run builds {mine.get('class')} {mine.get('kwargs')}; set policy.network and "
+            "policy.kwargs (hidden, activation) to the bundle's, on the same env kwargs"
+        )
+    state = dict(algo.learner_group.get_weights()[DEFAULT_MODULE_ID])
+    for key, value in bundle.network.state_dict().items():
+        state[ACTOR_PREFIX + key] = value.detach().cpu().numpy()
+    algo.learner_group.set_weights({DEFAULT_MODULE_ID: state})
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group, timeout_seconds=60.0
+    )
+
+
 def export_network(module_state: dict[str, Any], network_spec: dict[str, Any]) -> nn.Module:
     """The Ray-free network of ``network_spec`` holding a trained module's actor weights.
 
