@@ -50,6 +50,12 @@ def train_jobshop(
     eval_every: Annotated[
         float, typer.Option("--eval-every", help="seconds between validations")
     ] = 120.0,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror/--no-mirror", help="sample half of --beta on the time-reversed instance"
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train the job-shop scheduler network by self-labeling on random instances.
@@ -80,6 +86,7 @@ def train_jobshop(
         rounds=rounds,
         lr=lr,
         init=None if init is None else str(init),
+        mirror=mirror,
     )
     check_config(cfg)
     bar = TrainProgress(1000, 0, console, enabled=not json_out)

@@ -230,7 +230,8 @@ def test_train_jobshop_cli_writes_weights_that_solve_uses(
     monkeypatch.chdir(tmp_path)  # the embedded MLflow store goes here
     w = tmp_path / "mine.npz"
     args = ["train-jobshop", "--out", str(w), "--minutes", "0.15", "--sizes", "6x5,8x6"]
-    out = CliRunner().invoke(app, [*args, "--beta", "8", "--eval-every", "3", "--json"])
+    args += ["--beta", "8", "--eval-every", "3", "--mirror", "--json"]
+    out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     data = json.loads(out.output[out.output.index("{") :])
     assert data["instances"] > 0 and data["mlflow_run_id"]
@@ -240,6 +241,22 @@ def test_train_jobshop_cli_writes_weights_that_solve_uses(
     assert history and all(p.value >= 1.0 for p in history)  # best sample / lower bound
     out = CliRunner().invoke(app, ["solve", "ft06", "--method", "policy", "--weights", str(w)])
     assert out.exit_code == 0, out.output
+
+
+def test_mirror_self_labels_are_the_best_of_both_directions() -> None:
+    from taktline.training.jobshop_selflabel import SelfLabelConfig, _label
+
+    inst = taillard_like(8, 6, np.random.default_rng(1))
+    net = _net()
+    ms, (x, mask, act) = _label(
+        net, inst, SelfLabelConfig(beta=16, mirror=True), np.random.default_rng(4)
+    )
+    rng = np.random.default_rng(4)
+    forward = rollout(net, inst, 8, False, rng)
+    backward = rollout(net, mirrored(inst), 8, False, rng)
+    assert forward is not None and backward is not None
+    assert ms == min(forward.makespan.min(), backward.makespan.min())
+    assert len(act) == len(x) == len(mask) > 0 and mask[np.arange(len(act)), act].all()
 
 
 def test_a_warm_start_with_an_added_round_schedules_like_the_weights_it_started_from(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from taktline.agents.jobshop_policy import (
     NetConfig,
     SchedulerNet,
+    mirrored,
     replay_features,
     rollout,
     save_net,
@@ -73,6 +74,9 @@ class SelfLabelConfig:
     """Generation scheme of the schedules."""
     init: str | None = None
     """Weights to start from (``None``: random); see :func:`warm_start`."""
+    mirror: bool = False
+    """Sample half of the ``beta`` schedules on the instance's time-reversed mirror (same
+    optimum); the best of both is the label, taught on the instance it was found on."""
 
 
 @dataclass
@@ -267,11 +271,9 @@ def train_selflabel(
             n, m = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
             inst = taillard_like(n, m, rng)
             net.eval()
-            r = rollout(net, inst, cfg.beta, False, rng, scheme=cfg.scheme, device=cfg.device)
-            assert r is not None
-            best = int(r.makespan.argmin())
-            label_ratio.append(float(r.makespan[best]) / max(1, inst.trivial_lower_bound()))
-            pending.append(replay_features(inst, r.actions[:, best], cfg.scheme))
+            label, actions = _label(net, inst, cfg, rng)
+            label_ratio.append(label / max(1, inst.trivial_lower_bound()))
+            pending.append(actions)
             instances += 1
             if len(pending) < cfg.instances_per_update:
                 continue
@@ -292,6 +294,25 @@ def train_selflabel(
         mlflow.log_artifact(str(out), "weights")
         run_id = run.info.run_id
     return SelfLabelResult(out, best_val, instances, time.perf_counter() - t0, history, run_id)
+
+
+def _label(
+    net: SchedulerNet, inst: JobShopInstance, cfg: SelfLabelConfig, rng: np.random.Generator
+) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The best of ``cfg.beta`` sampled schedules (half on the mirror with ``cfg.mirror``): its
+    makespan and its replayed steps on the instance (or mirror) it was built on."""
+    shares = [(inst, cfg.beta)]
+    if cfg.mirror:
+        shares = [(inst, cfg.beta - cfg.beta // 2), (mirrored(inst), cfg.beta // 2)]
+    best: tuple[int, JobShopInstance, np.ndarray] | None = None
+    for where, n in shares:
+        r = rollout(net, where, n, False, rng, scheme=cfg.scheme, device=cfg.device)
+        assert r is not None
+        k = int(r.makespan.argmin())
+        if best is None or int(r.makespan[k]) < best[0]:
+            best = (int(r.makespan[k]), where, r.actions[:, k])
+    assert best is not None
+    return best[0], replay_features(best[1], best[2], cfg.scheme)
 
 
 def _stack_padded(
