@@ -18,7 +18,15 @@ import json
 import time
 from pathlib import Path
 
-SUITE = ("bodyshop", "paintshop", "dynamic_jobshop", "machining", "serial5")
+SUITE = (
+    "bodyshop",
+    "paintshop",
+    "paint_assembly",
+    "cut_weld",
+    "dynamic_jobshop",
+    "machining",
+    "serial5",
+)
 
 
 def main() -> None:
