@@ -411,3 +411,27 @@ def make_lineage(**fields: Any) -> dict[str, Any]:
     }
     out.update(fields)
     return out
+
+
+SHIPPED_DIR = "shipped"
+"""Folder beside this module holding the policy bundles shipped with the package."""
+
+
+def shipped_bundle(name: str) -> Path:
+    """The folder of the policy bundle shipped as ``name`` (``taktline/agents/shipped/NAME``):
+    a policy that won its verdict, so a fresh install can show it without training.
+
+    Raises:
+        PolicyError: when no bundle of that name ships with this install.
+    """
+    from importlib import resources
+
+    root = Path(str(resources.files("taktline.agents").joinpath(SHIPPED_DIR)))
+    folder = root / name
+    if not (folder / BUNDLE_FILE).is_file():
+        found = root.iterdir() if root.is_dir() else iter(())
+        names = sorted(p.name for p in found if (p / BUNDLE_FILE).is_file()) or ["(none)"]
+        raise PolicyError(
+            f"shipped bundle {name!r}: not in this install; choose one of {', '.join(names)}"
+        )
+    return folder

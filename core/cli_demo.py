@@ -7,6 +7,8 @@ It runs the whole journey on embedded defaults, step by step, each step visible:
 3. the verdict: the best trained checkpoint against the best rule on held-out seeds (common
    random numbers, paired 95% CI); then the lookahead on twin forks against the same rules on
    other held-out seeds (``taktline compare``: table, ``out/portfolio.png``, an MLflow run);
+   then the suite's showcase, ``cut_weld``: the policy shipped for it (learned from the
+   lookahead) against the lookahead and the rules on fresh seeds, registered only if it won;
 4. what to serve: the network, promoted to ``production``, only if it won; else the lookahead
    (``rule:LOOKAHEAD(...)``) only if it won; otherwise the best rule itself (``rule:NAME``),
    and the summary says why with the numbers;
@@ -108,24 +110,73 @@ PORTFOLIO_SEED = 60_000
 """First seed of the portfolio's verdict (apart from the network's checkpoint and verdict seeds)."""
 
 
-def portfolio_verdict(line: str, episodes: int, minutes: float, out: Path) -> Any:
-    """Step 3, second half: the lookahead on twin forks (base = the best rule on pilot seeds)
-    against the demo's rules on held-out seeds, paired: the table, a chart, an MLflow run."""
+def _judged(chart: Path, line: str, **kwargs: Any) -> tuple[Any, str | None]:
+    """``compare`` on ``line`` against the demo's rules, its chart, its MLflow run, its table;
+    returns the comparison and the run id."""
     from taktline.cli_compare import _print
     from taktline.training.compare import bar_chart, compare, log_comparison
 
-    result = compare(
-        line,
-        rules=list(DEMO_RULES),
-        lookahead="auto",
+    result = compare(line, rules=list(DEMO_RULES), **kwargs)
+    path = bar_chart(result, chart)
+    run_id = log_comparison(result, path)
+    _print(result, path, run_id)
+    return result, run_id
+
+
+def portfolio_verdict(line: str, episodes: int, minutes: float, out: Path) -> Any:
+    """Step 3, second half: the lookahead on twin forks (base = the best rule on pilot seeds)
+    against the demo's rules on held-out seeds, paired: the table, a chart, an MLflow run."""
+    kwargs = {"lookahead": "auto", "episodes": episodes, "minutes": minutes}
+    return _judged(out / "portfolio.png", line, seed=PORTFOLIO_SEED, **kwargs)[0]
+
+
+SHOWCASE_LINE = "cut_weld"
+SHOWCASE_SEED = 70_000
+SHOWCASE_LOOKAHEAD = "LOOKAHEAD(base=SAME,horizon=30,k=8,line=cut_weld)"
+SHOWCASE_MODEL = "showcase-cut_weld"
+
+
+def showcase_verdict(episodes: int, out: Path) -> tuple[Any, dict[str, Any], str | None]:
+    """Step 3, the suite's showcase: the policy shipped for ``cut_weld`` (a DAgger imitation of
+    the lookahead, trained 28 minutes on two cores), the lookahead it learned from and the
+    rules on held-out seeds nobody chose, paired. The policy is registered (``@candidate``)
+    only if it beat the best rule; returns the comparison, the policy's row and the version."""
+    import mlflow
+
+    from taktline.agents.bundle import shipped_bundle
+    from taktline.training import tracking
+    from taktline.training.imitation import make_env
+
+    bundle = shipped_bundle(SHOWCASE_LINE)
+    result, run_id = _judged(
+        out / "showcase.png",
+        SHOWCASE_LINE,
+        policies=[str(bundle)],
+        lookahead=SHOWCASE_LOOKAHEAD,
         episodes=episodes,
-        minutes=minutes,
-        seed=PORTFOLIO_SEED,
+        seed=SHOWCASE_SEED,
     )
-    chart = bar_chart(result, out / "portfolio.png")
-    run_id = log_comparison(result, chart)
-    _print(result, chart, run_id)
-    return result
+    row = next(r for r in result.rows() if r["kind"] not in ("rule", "lookahead"))
+    if row["verdict"] != "better":
+        console.print(
+            f"not registered: the shipped {SHOWCASE_LINE} policy did not beat the best rule "
+            f"{result.reference} on these seeds",
+            highlight=False,
+        )
+        return result, row, None
+    env = make_env(SHOWCASE_LINE)
+    env.reset(seed=SHOWCASE_SEED)
+    obs, mask = env.unwrapped.codec.encode(env.unwrapped.snapshot())  # type: ignore[attr-defined]
+    env.close()
+    with mlflow.start_run(run_id=run_id):
+        uri = tracking.log_policy_model(bundle, obs, mask)
+    version = tracking.register(
+        uri, SHOWCASE_MODEL, "candidate", tags={"compare_run": run_id or "", "line": SHOWCASE_LINE}
+    )
+    console.print(
+        f"registered models:/{SHOWCASE_MODEL}@candidate -> version {version}", highlight=False
+    )
+    return result, row, version
 
 
 def choose_served(cfg: Any, result: Any, portfolio: Any = None) -> tuple[str, str]:
@@ -271,6 +322,9 @@ def demo(
     timesteps: Annotated[int, typer.Option(help="training budget in env steps")] = 30_000,
     minutes: Annotated[float, typer.Option(help="training wall-clock cap")] = 6.0,
     episodes: Annotated[int, typer.Option(help="paired evaluation episodes")] = 10,
+    showcase_episodes: Annotated[
+        int, typer.Option(help="held-out seeds of the cut_weld showcase (0: skip it)")
+    ] = 30,
     simulate_only: Annotated[bool, typer.Option(help="stop after step 1")] = False,
     out: Annotated[Path, typer.Option(help="folder for pictures and reports")] = Path("out"),
 ) -> None:
@@ -282,6 +336,10 @@ def demo(
     check_number("--timesteps", timesteps, above=0, hint="e.g. --timesteps 30000")
     check_number("--minutes", minutes, above=0, hint="e.g. --minutes 6")
     check_number("--episodes", episodes, minimum=2, hint="a paired test needs 2 or more")
+    if showcase_episodes != 0:
+        check_number(
+            "--showcase-episodes", showcase_episodes, minimum=2, hint="0 skips it, else 2 or more"
+        )
     out.mkdir(parents=True, exist_ok=True)
     console.print(Panel.fit("taktline demo — 1/5: simulate the line under classic rules"))
     rules = simulate_rules(line, replications, seed, out)
@@ -303,6 +361,15 @@ def demo(
         Panel.fit(f"3/5 (cont.): the lookahead on twin forks vs the rules, {episodes} seeds")
     )
     portfolio = portfolio_verdict(line, episodes, minutes, out)
+    showcase = None
+    if showcase_episodes:
+        console.print(
+            Panel.fit(
+                f"3/5 (showcase): a policy learned from search on {SHOWCASE_LINE} vs the rules, "
+                f"{showcase_episodes} seeds"
+            )
+        )
+        showcase = showcase_verdict(showcase_episodes, out)
     console.print(Panel.fit("4/5: what to serve — the network or the lookahead only if it won"))
     served_ref, why = choose_served(cfg, result, portfolio)
     console.print(Panel.fit(f"5/5: serve {served_ref} and ask for a decision"))
@@ -329,6 +396,19 @@ def demo(
             f"{look['policy']}: Δ {look['diff_mean']:+,.1f} (95% CI {look['diff_ci_low']:+,.1f}"
             f" .. {look['diff_ci_high']:+,.1f}) vs {portfolio.reference}, {look['verdict']}; "
             f"p50 {look['latency_p50_ms']:.1f} ms per decision",
+        )
+    if showcase is not None:
+        _, srow, sversion = showcase
+        summary.add_row(
+            f"showcase {SHOWCASE_LINE}: learned vs best rule",
+            f"Δ {srow['diff_mean']:+,.1f} (95% CI {srow['diff_ci_low']:+,.1f} .. "
+            f"{srow['diff_ci_high']:+,.1f}) vs {showcase[0].reference}, {srow['verdict']}; "
+            f"p50 {srow['latency_p50_ms']:.2f} ms; "
+            + (
+                f"registered {SHOWCASE_MODEL}@candidate v{sversion}"
+                if sversion
+                else "not registered"
+            ),
         )
     summary.add_row("decision served", f"{answer.get('decision')} by {answer.get('served_by')}")
     summary.add_row("MLflow store", tracking.tracking_uri())
@@ -358,6 +438,14 @@ def demo(
                     "reference": portfolio.reference,
                     "winner": portfolio.winner(),
                     "rows": portfolio.rows(),
+                },
+                "showcase": None
+                if showcase is None
+                else {
+                    "line": SHOWCASE_LINE,
+                    "reference": showcase[0].reference,
+                    "rows": showcase[0].rows(),
+                    "registered_version": showcase[2],
                 },
             }
         )

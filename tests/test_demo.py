@@ -29,6 +29,8 @@ def test_demo_serves_what_its_verdict_says_and_stops_its_server(tmp_path: Path) 
             "2",
             "--episodes",
             "2",
+            "--showcase-episodes",
+            "3",
         ],
         cwd=tmp_path,
         env={**env, "COLUMNS": "200"},
@@ -41,6 +43,7 @@ def test_demo_serves_what_its_verdict_says_and_stops_its_server(tmp_path: Path) 
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "summary"):
         assert step in text
     assert "lookahead vs best rule" in text  # the portfolio's verdict is shown, win or loss
+    assert "3/5 (showcase)" in text and "showcase cut_weld" in text
     assert (tmp_path / "out" / "portfolio.png").stat().st_size > 5000
     assert '"fallback": false' in text
     # honesty: what is served matches the held-out verdict, and the summary says why
@@ -77,6 +80,17 @@ def test_demo_serves_what_its_verdict_says_and_stops_its_server(tmp_path: Path) 
         assert "does not beat the best rule" in summary["why"]
         assert f"Δ {verdict['delta']:+,.1f}" in summary["why"]
     assert summary["why"].replace(" ", "")[:40] in text.replace(" ", "").replace("\n", "")
+    # the shipped showcase policy is registered only if it beat the best rule on these seeds
+    show = summary["showcase"]
+    row = next(r for r in show["rows"] if r["kind"] not in ("rule", "lookahead"))
+    assert row["n"] == 3 and (tmp_path / "out" / "showcase.png").stat().st_size > 5000
+    names = {m.name for m in client.search_registered_models()}
+    if row["verdict"] == "better":
+        assert row["diff_ci_low"] > 0
+        showcase = client.get_registered_model("showcase-cut_weld")
+        assert dict(showcase.aliases)["candidate"] == show["registered_version"]
+    else:
+        assert show["registered_version"] is None and "showcase-cut_weld" not in names
     assert (tmp_path / "mlflow.db").is_file()
     assert (tmp_path / "out" / "bodyshop_gantt.png").stat().st_size > 5000
     assert "stopped again" in text

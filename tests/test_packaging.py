@@ -47,9 +47,14 @@ def test_wheel_contains_every_subpackage_and_data(tmp_path: Path) -> None:
             rel = init.relative_to(REPO / folder).as_posix()
             expected.add(f"{target}/{rel}")
         for data in (REPO / folder).rglob("*"):
-            if data.suffix in (".yaml", ".txt", ".json", ".typed") and "__pycache__" not in str(
-                data
-            ):
+            if data.suffix in (
+                ".yaml",
+                ".txt",
+                ".json",
+                ".typed",
+                ".pt",
+                ".npz",
+            ) and "__pycache__" not in str(data):
                 expected.add(f"{target}/{data.relative_to(REPO / folder).as_posix()}")
     missing = sorted(expected - names)
     assert not missing, f"missing from the wheel: {missing[:10]}"
