@@ -468,5 +468,6 @@ __all__ = [
     "rollout",
     "save_net",
     "trained_scheme",
+    "unmirror_start",
     "unscheduled_load",
 ]

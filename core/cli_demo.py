@@ -145,7 +145,7 @@ def showcase_verdict(episodes: int, out: Path) -> tuple[Any, dict[str, Any], str
 
     from taktline.agents.bundle import shipped_bundle
     from taktline.training import tracking
-    from taktline.training.imitation import make_env
+    from taktline.training.imitation import log_line_policy
 
     bundle = shipped_bundle(SHOWCASE_LINE)
     result, run_id = _judged(
@@ -164,12 +164,8 @@ def showcase_verdict(episodes: int, out: Path) -> tuple[Any, dict[str, Any], str
             highlight=False,
         )
         return result, row, None
-    env = make_env(SHOWCASE_LINE)
-    env.reset(seed=SHOWCASE_SEED)
-    obs, mask = env.unwrapped.codec.encode(env.unwrapped.snapshot())  # type: ignore[attr-defined]
-    env.close()
     with mlflow.start_run(run_id=run_id):
-        uri = tracking.log_policy_model(bundle, obs, mask)
+        uri = log_line_policy(bundle, SHOWCASE_LINE, SHOWCASE_SEED)
     version = tracking.register(
         uri, SHOWCASE_MODEL, "candidate", tags={"compare_run": run_id or "", "line": SHOWCASE_LINE}
     )

@@ -279,6 +279,18 @@ def make_env(line: str) -> gym.Env[Any, Any]:
     return gym.make(ENV_ID, disable_env_checker=True, **env_kwargs_of(line))
 
 
+def log_line_policy(bundle_dir: str | Path, line: str, seed: int) -> str:
+    """Log a ``LineDispatch-v0`` bundle of ``line`` as the active MLflow run's pyfunc model
+    (the input example: the observation at ``seed``'s first decision); returns its URI."""
+    from taktline.training import tracking
+
+    probe = make_env(line)
+    probe.reset(seed=seed)
+    obs, mask = probe.unwrapped.codec.encode(probe.unwrapped.snapshot())  # type: ignore[attr-defined]
+    probe.close()
+    return tracking.log_policy_model(bundle_dir, obs, mask)
+
+
 def env_kwargs_of(line: str) -> dict[str, Any]:
     """The env kwargs the bundle records (those ``compare`` plays it with).
 
@@ -759,11 +771,7 @@ def _verdict(
     mlflow.log_artifact(str(chart), "compare")
     bundle.lineage["verdict"] = verdict
     bundle.save(result.bundle_dir)  # the saved bundle carries its verdict (digests redone)
-    probe = make_env(cfg.line)
-    probe.reset(seed=cfg.eval_seed)
-    obs, mask = probe.unwrapped.codec.encode(probe.unwrapped.snapshot())  # type: ignore[attr-defined]
-    probe.close()
-    model_uri = tracking.log_policy_model(result.bundle_dir, obs, mask)
+    model_uri = log_line_policy(result.bundle_dir, cfg.line, cfg.eval_seed)
     if cfg.register and verdict is not None and verdict["won"]:
         result.model_version = tracking.register(
             model_uri, cfg.register, "candidate", tags={"run_id": result.run_id or "", **tags}
