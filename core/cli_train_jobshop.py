@@ -56,6 +56,18 @@ def train_jobshop(
             "--mirror/--no-mirror", help="sample half of --beta on the time-reversed instance"
         ),
     ] = False,
+    replay: Annotated[
+        int, typer.Option("--replay", help="labelled instances kept for re-use (0: none)")
+    ] = 0,
+    updates: Annotated[
+        int, typer.Option("--updates", help="gradient steps per group of new labels")
+    ] = 1,
+    ema: Annotated[
+        float, typer.Option("--ema", help="decay of a moving average of the weights (0: none)")
+    ] = 0.0,
+    validation_per_size: Annotated[
+        int, typer.Option("--validation-per-size", help="validation instances per size (>= 8)")
+    ] = 8,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train the job-shop scheduler network by self-labeling on random instances.
@@ -87,6 +99,10 @@ def train_jobshop(
         lr=lr,
         init=None if init is None else str(init),
         mirror=mirror,
+        replay=replay,
+        updates=updates,
+        ema=ema,
+        validation_per_size=validation_per_size,
     )
     check_config(cfg)
     bar = TrainProgress(1000, 0, console, enabled=not json_out)

@@ -231,14 +231,20 @@ def test_train_jobshop_cli_writes_weights_that_solve_uses(
     w = tmp_path / "mine.npz"
     args = ["train-jobshop", "--out", str(w), "--minutes", "0.15", "--sizes", "6x5,8x6"]
     args += ["--beta", "8", "--eval-every", "3", "--mirror", "--json"]
+    args += ["--replay", "16", "--updates", "3", "--ema", "0.9", "--validation-per-size", "9"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     data = json.loads(out.output[out.output.index("{") :])
     assert data["instances"] > 0 and data["mlflow_run_id"]
     import mlflow
 
-    history = mlflow.MlflowClient().get_metric_history(data["mlflow_run_id"], "label_ratio")
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(data["mlflow_run_id"], "label_ratio")
     assert history and all(p.value >= 1.0 for p in history)  # best sample / lower bound
+    # three gradient steps per four new labels; the moving average is validated too
+    steps = client.get_metric_history(data["mlflow_run_id"], "gradient_steps")
+    assert steps and all(p.value == 3 * (p.step // 4) for p in steps)
+    assert client.get_metric_history(data["mlflow_run_id"], "validation_greedy_ratio_ema")
     out = CliRunner().invoke(app, ["solve", "ft06", "--method", "policy", "--weights", str(w)])
     assert out.exit_code == 0, out.output
 
@@ -288,9 +294,58 @@ def test_a_warm_start_with_an_added_round_schedules_like_the_weights_it_started_
         warm_start(SchedulerNet(NetConfig(shipped.config.dim * 2, 1)), tmp_path / "w.npz", 0)
 
 
+def test_replayed_updates_start_with_the_new_labels_and_keep_a_bounded_window() -> None:
+    from taktline.training.jobshop_selflabel import SelfLabelConfig, _update_groups
+
+    def label(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.full((1, 2, 1), k, np.float32), np.ones((1, 2), bool), np.zeros(1, int)
+
+    cfg = SelfLabelConfig(replay=6, updates=5)
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rng = np.random.default_rng(0)
+    for first in range(0, 20, 2):
+        new = [label(first), label(first + 1)]
+        groups = _update_groups(new, kept, cfg, rng)
+        assert len(groups) == 5 and groups[0] == new
+        window = {int(x[0][0, 0, 0]) for x in kept}
+        assert window == set(range(max(0, first - 4), first + 2))  # the newest 6 at most
+        drawn = [int(x[0][0, 0, 0]) for g in groups[1:] for x in g]
+        assert set(drawn) <= window and all(len(g) == 2 for g in groups)
+    once = _update_groups([label(0)], [], SelfLabelConfig(updates=2), rng)
+    assert len(once) == 2 and once[0] == once[1]  # no replay: the new labels twice
+
+
+def test_the_weight_average_moves_by_one_minus_the_decay_per_step() -> None:
+    from taktline.training.jobshop_selflabel import _Average
+
+    net = _net(0)
+    average = _Average(net, 0.75)
+    before = [p.detach().clone() for p in average.net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    average.update(net)
+    for old, new, live in zip(before, average.net.parameters(), net.parameters(), strict=True):
+        assert torch.allclose(new, 0.75 * old + 0.25 * live)
+
+
+def test_a_larger_validation_set_extends_the_fixed_one() -> None:
+    from taktline.training.jobshop_selflabel import validation_set
+
+    fixed, larger = validation_set(), validation_set(per_size=10)
+    assert len(fixed) == 16 and len(larger) == 20
+    for a, b in zip(fixed, larger[:16], strict=True):
+        assert a.name == b.name and a.trivial_lower_bound() == b.trivial_lower_bound()
+    assert len({i.name for i in larger}) == 20
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["--replay", "-1"], "replay/updates: need replay >= 0"),
+        (["--updates", "0"], "replay/updates: need replay >= 0 and updates >= 1"),
+        (["--ema", "1.0"], "ema: a decay in [0, 1)"),
+        (["--validation-per-size", "4"], "validation_per_size: the fixed set has 8"),
         (["--init", "no_such.npz"], "init: no weights file"),
         (["--rounds", "0"], "dim/rounds"),
         (["--sizes", "10by10"], "--sizes: expected JOBSxMACHINES"),

@@ -77,6 +77,17 @@ class SelfLabelConfig:
     mirror: bool = False
     """Sample half of the ``beta`` schedules on the instance's time-reversed mirror (same
     optimum); the best of both is the label, taught on the instance it was found on."""
+    replay: int = 0
+    """Labelled instances kept for re-use (0: each label is learned once, when it is made)."""
+    updates: int = 1
+    """Gradient steps per ``instances_per_update`` new labels; with ``replay`` each step draws
+    its instances from the kept ones (the newest always in the first). Labelling costs ~80x a
+    gradient step, so re-using labels buys many more steps for little time."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (0: none); when set, validation
+    checks the average too and the better of the two is kept."""
+    validation_per_size: int = 8
+    """Validation instances per validation size (the first 8 of each are the fixed set)."""
 
 
 @dataclass
@@ -91,14 +102,26 @@ class SelfLabelResult:
     run_id: str | None = None
 
 
-def validation_set(seed: int = 10_000) -> list[JobShopInstance]:
-    """The fixed validation instances (their own seed stream, disjoint from training's)."""
+def validation_set(
+    seed: int = 10_000, per_size: int = VALIDATION_PER_SIZE
+) -> list[JobShopInstance]:
+    """The fixed validation instances (their own seed stream, disjoint from training's).
+
+    The first ``VALIDATION_PER_SIZE`` of each size are always the same set; a larger
+    ``per_size`` adds instances from a second stream, so the set only grows."""
     rng = np.random.default_rng(seed)
-    return [
+    out = [
         taillard_like(n, m, rng, name=f"val_{n}x{m}_{k}")
         for n, m in VALIDATION_SIZES
         for k in range(VALIDATION_PER_SIZE)
     ]
+    extra = np.random.default_rng([seed, 1])
+    out += [
+        taillard_like(n, m, extra, name=f"val_{n}x{m}_{k}")
+        for n, m in VALIDATION_SIZES
+        for k in range(VALIDATION_PER_SIZE, per_size)
+    ]
+    return out
 
 
 def greedy_ratio(
@@ -198,6 +221,17 @@ def check_config(cfg: SelfLabelConfig) -> None:
         raise SpecError(f"dim/rounds: need dim >= 4 and rounds >= 1, got {cfg.dim}/{cfg.rounds}")
     if not cfg.lr > 0:
         raise SpecError(f"lr: must be > 0, got {cfg.lr}")
+    if cfg.replay < 0 or cfg.updates < 1:
+        raise SpecError(
+            f"replay/updates: need replay >= 0 and updates >= 1, got {cfg.replay}/{cfg.updates}"
+        )
+    if not 0.0 <= cfg.ema < 1.0:
+        raise SpecError(f"ema: a decay in [0, 1) (e.g. 0.999; 0 for none), got {cfg.ema}")
+    if cfg.validation_per_size < VALIDATION_PER_SIZE:
+        raise SpecError(
+            f"validation_per_size: the fixed set has {VALIDATION_PER_SIZE} per size; need at "
+            f"least that, got {cfg.validation_per_size}"
+        )
     if cfg.init is not None and not Path(cfg.init).is_file():
         raise SpecError(
             f"init: no weights file at {cfg.init!r}; pass a .npz that train-jobshop wrote"
@@ -225,12 +259,15 @@ def train_selflabel(
         warm_start(net, cfg.init, cfg.seed)
     net = net.to(cfg.device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    val = validation_set()
+    average = _Average(net, cfg.ema) if cfg.ema > 0 else None
+    val = validation_set(per_size=cfg.validation_per_size)
     budget = cfg.minutes * 60.0
     t0 = time.perf_counter()
     history: list[dict[str, float]] = []
     best_val = greedy_ratio(net, val, cfg.device, cfg.scheme)
     save_net(net, out, {"validation_ratio": best_val, "instances": 0, "config_run": asdict(cfg)})
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    steps = 0
     next_eval = t0 + cfg.eval_every_s
     instances = 0
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -244,13 +281,21 @@ def train_selflabel(
             done = now - t0 >= budget
             if now >= next_eval or done:
                 ratio = greedy_ratio(net, val, cfg.device, cfg.scheme)
+                candidate = net
                 elapsed = now - t0
                 point = {
                     "minutes": elapsed / 60.0,
                     "instances": float(instances),
+                    "gradient_steps": float(steps),
                     "validation_greedy_ratio": ratio,
                     "label_ratio": float(np.mean(label_ratio)) if label_ratio else float("nan"),
                 }
+                if average is not None:
+                    point["validation_greedy_ratio_ema"] = greedy_ratio(
+                        average.net, val, cfg.device, cfg.scheme
+                    )
+                    if point["validation_greedy_ratio_ema"] < ratio:
+                        ratio, candidate = point["validation_greedy_ratio_ema"], average.net
                 label_ratio.clear()
                 history.append(point)
                 mlflow.log_metrics({k: v for k, v in point.items() if v == v}, step=instances)
@@ -260,9 +305,10 @@ def train_selflabel(
                         "validation_ratio": ratio,
                         "instances": instances,
                         "minutes": elapsed / 60.0,
+                        "weights_kind": "average" if candidate is not net else "live",
                         "config_run": asdict(cfg),
                     }
-                    save_net(net, out, meta)
+                    save_net(candidate, out, meta)
                 if on_progress is not None:
                     on_progress(min(1.0, elapsed / budget), point)
                 next_eval = time.perf_counter() + cfg.eval_every_s
@@ -277,17 +323,21 @@ def train_selflabel(
             instances += 1
             if len(pending) < cfg.instances_per_update:
                 continue
-            x, mask, act = (torch.from_numpy(a) for a in _stack_padded(pending))
-            pending.clear()
-            net.train()
             frac = min(1.0, (time.perf_counter() - t0) / budget)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
-            loss = _label_loss(net, x.to(cfg.device), mask.to(cfg.device), act.to(cfg.device))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
+            net.train()
+            for group in _update_groups(pending, kept, cfg, rng):
+                x, mask, act = (torch.from_numpy(a).to(cfg.device) for a in _stack_padded(group))
+                loss = _label_loss(net, x, mask, act)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                steps += 1
+                if average is not None:
+                    average.update(net)
+            pending.clear()
         temperature, by_t = calibrate_temperature(out, cfg.beta)
         mlflow.log_metrics({f"validation_best_of_{cfg.beta}_t{t:g}": v for t, v in by_t.items()})
         mlflow.log_param("sampling_temperature", temperature)
@@ -313,6 +363,42 @@ def _label(
             best = (int(r.makespan[k]), where, r.actions[:, k])
     assert best is not None
     return best[0], replay_features(best[1], best[2], cfg.scheme)
+
+
+class _Average:
+    """Exponential moving average of a network's weights (a copy updated after each step)."""
+
+    def __init__(self, net: SchedulerNet, decay: float) -> None:
+        import copy
+
+        self.net = copy.deepcopy(net)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, net: SchedulerNet) -> None:
+        for mine, theirs in zip(self.net.parameters(), net.parameters(), strict=True):
+            mine.mul_(self.decay).add_(theirs, alpha=1.0 - self.decay)
+
+
+def _update_groups(
+    new: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    cfg: SelfLabelConfig,
+    rng: np.random.Generator,
+) -> list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The instance groups of the gradient steps for ``new`` labels: the new group first, then
+    (``cfg.updates - 1`` times) as many instances drawn from the kept ones, which ``new`` joins
+    (the oldest leave once more than ``cfg.replay`` are kept)."""
+    groups = [list(new)]
+    if cfg.replay > 0:
+        kept.extend(new)
+        del kept[: max(0, len(kept) - cfg.replay)]
+        for _ in range(cfg.updates - 1):
+            pick = rng.choice(len(kept), size=min(len(new), len(kept)), replace=False)
+            groups.append([kept[int(i)] for i in pick])
+    else:
+        groups *= cfg.updates
+    return groups
 
 
 def _stack_padded(
