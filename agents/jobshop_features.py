@@ -27,7 +27,15 @@ makespan bound, ``op`` the job's next operation on machine ``m``, ``m2`` the mac
 18  candidates / jobs
 19  the partial schedule's machine bound: max over machines (available + unscheduled) / LB
 20  the partial schedule's job bound: max over jobs (earliest start + work left) / LB
+21  work the job has left before its operation on the bottleneck ``b``  / LB (0 if none left)
+22  work the job has left after its operation on ``b`` / LB (0 if none left)
+23  the job still has an operation on ``b``
+24  the most congested machine on the job's remaining route: max (available + unscheduled) / LB
 ==  ==============================================================================
+
+The bottleneck ``b`` of a partial schedule is the machine with the largest available time plus
+unscheduled work (the one that sets feature 19): a job that reaches it soon and has a long tail
+after it is the shifting-bottleneck heuristic's priority.
 
 The scales make the features independent of the time unit and, mostly, of the instance's size.
 """
@@ -39,7 +47,7 @@ import numpy as np
 from taktline.envs.jobshop.batch import JobShopBatch
 from taktline.envs.jobshop.instance import JobShopInstance
 
-N_FEATURES = 21
+N_FEATURES = 25
 CLIP = 10.0
 
 
@@ -61,6 +69,11 @@ class InstanceTables:
         load = np.zeros(instance.n_machines)
         np.add.at(load, self.seq_m[self.seq_p > 0], self.seq_p[self.seq_p > 0])
         self.machine_load = load
+        # the first operation of each job on each machine (width: the job never visits it)
+        self.op_on = np.full((n, instance.n_machines), width, dtype=np.int64)
+        for j, ops in enumerate(instance.jobs):
+            for i in range(len(ops) - 1, -1, -1):
+                self.op_on[j, self.seq_m[j, i]] = i
         total_ops = int(self.n_ops.sum())
         self.total_ops = total_ops
         self.mean_p = max(1.0, float(self.seq_p.sum()) / total_ops)
@@ -140,6 +153,18 @@ def features(
     f[..., 18] = mask.sum(axis=1, keepdims=True) / n
     f[..., 19] = (machine_available + rem_load).max(axis=1, keepdims=True) / lb
     f[..., 20] = np.where(done, job_ready, est + wl).max(axis=1, keepdims=True) / lb
+    bound = machine_available + rem_load  # (B, M)
+    neck = bound.argmax(axis=1)  # (B,)
+    at = tables.op_on[:, neck].T  # (B, n): index of each job's operation on its row's bottleneck
+    ahead = (at >= next_op) & (at < tables.n_ops[None, :])
+    f[..., 21] = np.where(ahead, wl - tables.work_left[cols, at], 0.0) / lb
+    f[..., 22] = np.where(ahead, tables.work_left[cols, at + 1], 0.0) / lb
+    f[..., 23] = ahead
+    width = tables.seq_m.shape[1] - 2
+    idx = np.arange(width)[None, None, :]
+    route = (idx >= next_op[:, :, None]) & (idx < tables.n_ops[None, :, None])
+    on_route = bound[rows[:, :, None], tables.seq_m[None, :, :width]]  # (B, n, width)
+    f[..., 24] = np.where(route, on_route, 0.0).max(axis=2) / lb
     np.clip(f, -CLIP, CLIP, out=f)
     return f.astype(np.float32)
 

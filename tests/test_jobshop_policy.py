@@ -62,16 +62,34 @@ def test_features_match_a_direct_computation_from_the_schedule_state() -> None:
     assert {j for j in range(6) if f[j, 0] == 1.0} == cands
     mp, lb = tables.mean_p, inst.trivial_lower_bound()
     m_of, p_of = inst.machines_matrix(), inst.times_matrix()
+
+    def unscheduled(m: int) -> int:
+        return sum(
+            p_of[k][q] for k in range(6) for q in range(state.next_op[k], 5) if m_of[k][q] == m
+        )
+
+    bound = [state.machine_available[m] + unscheduled(m) for m in range(5)]
+    neck = int(np.argmax(bound))
     for j in range(6):
         i = state.next_op[j]
+        route = range(i, len(inst.jobs[j]))
+        on_neck = [q for q in route if m_of[j][q] == neck]
+        assert f[j, 23] == float(bool(on_neck))
+        if on_neck:
+            head = sum(p_of[j][q] for q in route if q < on_neck[0])
+            tail = sum(p_of[j][q] for q in route if q > on_neck[0])
+            assert f[j, 21] == pytest.approx(head / lb, rel=1e-5)
+            assert f[j, 22] == pytest.approx(tail / lb, rel=1e-5)
+        else:
+            assert f[j, 21] == f[j, 22] == 0.0
+        congestion = max((bound[m_of[j][q]] for q in route), default=0)
+        assert f[j, 24] == pytest.approx(congestion / lb, rel=1e-5)
         if i == len(inst.jobs[j]):
             assert f[j, 1] == 1.0
             continue
         m = m_of[j][i]
         est = max(state.job_ready[j], state.machine_available[m])
-        unscheduled_on_m = sum(
-            p_of[k][q] for k in range(6) for q in range(state.next_op[k], 5) if m_of[k][q] == m
-        )
+        unscheduled_on_m = unscheduled(m)
         assert f[j, 2] == pytest.approx(p_of[j][i] / mp, rel=1e-5)
         assert f[j, 5] == pytest.approx(state.remaining_work(j) / lb, rel=1e-5)
         assert f[j, 7] == pytest.approx((est + state.remaining_work(j)) / lb, rel=1e-5)
@@ -337,6 +355,37 @@ def test_a_larger_validation_set_extends_the_fixed_one() -> None:
     for a, b in zip(fixed, larger[:16], strict=True):
         assert a.name == b.name and a.trivial_lower_bound() == b.trivial_lower_bound()
     assert len({i.name for i in larger}) == 20
+
+
+def test_a_warm_start_from_weights_made_for_fewer_features_scores_as_they_did(
+    tmp_path: Path,
+) -> None:
+    """Features are only appended: an older file fills the first input columns and the new
+    features start at weight 0, so the network scores every job as the file's network did."""
+    from taktline.training.jobshop_selflabel import warm_start
+
+    source = _net(3)
+    arrays = {k: v.numpy().copy() for k, v in source.state_dict().items()}
+    arrays["encode.0.weight"] = arrays["encode.0.weight"][:, : N_FEATURES - 4]
+    meta = {"config": {"dim": 16, "rounds": 1}, "n_features": N_FEATURES - 4}
+    np.savez(tmp_path / "old.npz", __meta__=np.array(json.dumps(meta)), **arrays)
+    net = SchedulerNet(NetConfig(dim=16))
+    warm_start(net, tmp_path / "old.npz", seed=0)
+    net.eval()
+    with torch.no_grad():
+        source.encode[0].weight[:, N_FEATURES - 4 :] = 0.0  # what the old network computed
+    inst = taillard_like(8, 6, np.random.default_rng(5))
+    r = rollout(source, inst, 1, True, np.random.default_rng(0))
+    assert r is not None
+    x, mask, _ = replay_features(inst, r.actions[:, 0], "active")
+    with torch.no_grad():
+        a = net(torch.from_numpy(x), torch.from_numpy(mask))
+        b = source(torch.from_numpy(x), torch.from_numpy(mask))
+    assert torch.equal(a, b)
+    meta["n_features"] = N_FEATURES + 1
+    np.savez(tmp_path / "new.npz", __meta__=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(SpecError, match=f"at most {N_FEATURES} features"):
+        warm_start(net, tmp_path / "new.npz", seed=0)
 
 
 @pytest.mark.parametrize(

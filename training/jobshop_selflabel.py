@@ -180,26 +180,43 @@ def warm_start(net: SchedulerNet, weights: str | Path, seed: int) -> dict[str, A
 
     Every layer the two share is copied; a round the file lacks starts near zero (weights of
     scale 1e-3, bias 0), so the network starts computing almost exactly what the file's
-    does (the residual update adds ~0) and the new round learns from there. Returns the
-    file's metadata.
+    does (the residual update adds ~0) and the new round learns from there. Features are only
+    ever appended, so a file made for fewer features fills the first columns of the input
+    layer and the new features start with weight 0: the same scores until they learn. Returns
+    the file's metadata.
 
     Raises:
-        SpecError: when the file's width differs or it has more rounds than ``net``.
+        SpecError: when the file's width differs, it has more rounds than ``net``, or more
+            features than this version computes.
     """
-    from taktline.agents.jobshop_policy import load_net
+    import json
 
-    old, meta = load_net(weights)
-    if old.config.dim != net.config.dim or old.config.rounds > net.config.rounds:
+    from taktline.agents.jobshop_features import N_FEATURES
+
+    try:
+        data = np.load(weights, allow_pickle=False)
+        meta: dict[str, Any] = json.loads(str(data["__meta__"]))
+        dim, rounds = int(meta["config"]["dim"]), int(meta["config"]["rounds"])
+        n_features = int(meta["n_features"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SpecError(
-            f"init: {str(weights)!r} has dim {old.config.dim} and {old.config.rounds} round(s); "
-            f"a warm start needs the same --dim ({net.config.dim}) and at most --rounds "
-            f"{net.config.rounds}"
+            f"init: {str(weights)!r} is not a train-jobshop weights file ({exc})"
+        ) from None
+    if dim != net.config.dim or rounds > net.config.rounds or n_features > N_FEATURES:
+        raise SpecError(
+            f"init: {str(weights)!r} has dim {dim}, {rounds} round(s) and {n_features} features;"
+            f" a warm start needs the same --dim ({net.config.dim}), at most --rounds "
+            f"{net.config.rounds} and at most {N_FEATURES} features"
         )
-    state = net.state_dict()
     gen = torch.Generator().manual_seed(seed)
-    for name, value in state.items():
-        if name in old.state_dict():
-            value.copy_(old.state_dict()[name])
+    for name, value in net.state_dict().items():
+        if name in data.files:
+            old = torch.from_numpy(data[name])
+            if name == "encode.0.weight" and old.shape[1] < value.shape[1]:
+                value.zero_()
+                value[:, : old.shape[1]].copy_(old)
+            else:
+                value.copy_(old)
         elif name.endswith("weight"):
             value.copy_(1e-3 * torch.randn(value.shape, generator=gen))
         else:
