@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --per-size needs at least 2 (a CI), got {args.per_size}", file=sys.stderr)
         return 2
 
+    import torch
+
     from taktline.agents.jobshop_policy import LearnedScheduler, policy_solve
+
+    torch.set_num_threads(1)  # batches of a few hundred rows: more threads only contend
     from taktline.envs.jobshop.generators import taillard_like
     from taktline.training.evaluate import paired_test
 

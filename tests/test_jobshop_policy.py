@@ -307,7 +307,8 @@ def test_a_warm_start_with_an_added_round_schedules_like_the_weights_it_started_
             shipped(torch.from_numpy(x), torch.from_numpy(mask)),
             deeper(torch.from_numpy(x), torch.from_numpy(mask)),
         )
-    assert float((s1[mask] - s2[mask]).abs().max()) < 0.1  # scores spread over about ±8
+    spread = float(s1[mask].abs().max())  # scores spread over several units
+    assert float((s1[mask] - s2[mask]).abs().max()) < 0.02 * spread
     with pytest.raises(SpecError, match="same --dim"):
         warm_start(SchedulerNet(NetConfig(shipped.config.dim * 2, 1)), tmp_path / "w.npz", 0)
 
