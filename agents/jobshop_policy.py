@@ -193,6 +193,17 @@ def save_net(net: SchedulerNet, path: Path, meta: dict[str, Any]) -> None:
     np.savez_compressed(path, __meta__=np.array(json.dumps(info)), **arrays)
 
 
+def read_weights(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The arrays (an ``NpzFile``) and the metadata of a :func:`save_net` file, unchecked."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        meta = json.loads(str(data["__meta__"]))
+        int(meta["config"]["dim"]), int(meta["config"]["rounds"]), int(meta["n_features"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PolicyError(f"weights {str(path)!r}: not a job-shop policy file ({exc})") from None
+    return data, meta
+
+
 def load_net(path: str | Path | None = None) -> tuple[SchedulerNet, dict[str, Any]]:
     """A network saved by :func:`save_net`; the shipped weights when ``path`` is None."""
     if path is None:
@@ -204,11 +215,7 @@ def load_net(path: str | Path | None = None) -> tuple[SchedulerNet, dict[str, An
             )
         with resources.as_file(ref) as p:
             return load_net(p)
-    try:
-        data = np.load(path, allow_pickle=False)
-        meta = json.loads(str(data["__meta__"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise PolicyError(f"weights {str(path)!r}: not a job-shop policy file ({exc})") from None
+    data, meta = read_weights(path)
     if meta.get("n_features") != N_FEATURES:
         raise PolicyError(
             f"weights {str(path)!r}: made for {meta.get('n_features')} features, this version "
@@ -464,6 +471,7 @@ __all__ = [
     "mirrored",
     "policy_search",
     "policy_solve",
+    "read_weights",
     "replay_features",
     "rollout",
     "save_net",

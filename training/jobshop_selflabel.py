@@ -35,7 +35,7 @@ from taktline.agents.jobshop_policy import (
 )
 from taktline.envs.jobshop.generators import taillard_like
 from taktline.envs.jobshop.instance import JobShopInstance
-from taktline.errors import SpecError
+from taktline.errors import PolicyError, SpecError
 
 #: Training sizes (jobs, machines), drawn uniformly.
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((10, 10), (15, 10), (15, 15), (20, 10), (20, 15))
@@ -189,19 +189,15 @@ def warm_start(net: SchedulerNet, weights: str | Path, seed: int) -> dict[str, A
         SpecError: when the file's width differs, it has more rounds than ``net``, or more
             features than this version computes.
     """
-    import json
-
     from taktline.agents.jobshop_features import N_FEATURES
+    from taktline.agents.jobshop_policy import read_weights
 
     try:
-        data = np.load(weights, allow_pickle=False)
-        meta: dict[str, Any] = json.loads(str(data["__meta__"]))
-        dim, rounds = int(meta["config"]["dim"]), int(meta["config"]["rounds"])
-        n_features = int(meta["n_features"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SpecError(
-            f"init: {str(weights)!r} is not a train-jobshop weights file ({exc})"
-        ) from None
+        data, meta = read_weights(weights)
+    except PolicyError as exc:
+        raise SpecError(f"init: {exc}") from None
+    dim, rounds = int(meta["config"]["dim"]), int(meta["config"]["rounds"])
+    n_features = int(meta["n_features"])
     if dim != net.config.dim or rounds > net.config.rounds or n_features > N_FEATURES:
         raise SpecError(
             f"init: {str(weights)!r} has dim {dim}, {rounds} round(s) and {n_features} features;"
