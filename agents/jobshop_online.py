@@ -5,7 +5,7 @@ the scheduler network as the job shop that is left to do: every job in the line 
 operations of its routing not yet started, on one "machine" per station, at the spec's expected
 processing times. The time of the decision is 0; a job in process becomes ready when its
 operation ends; a station is available when its first machine frees. The candidates are the
-jobs in the deciding station's queue, and the network scores them with the same 21 features
+jobs in the deciding station's queue, and the network scores them with the same 25 features
 (:mod:`taktline.agents.jobshop_features`) it was trained on, so the policy is the shipped
 static scheduler, unchanged, in a shop where jobs keep arriving.
 
