@@ -194,10 +194,12 @@ def warm_start(net: SchedulerNet, weights: str | Path, seed: int) -> dict[str, A
 
     try:
         data, meta = read_weights(weights)
+        dim, rounds = int(meta["config"]["dim"]), int(meta["config"]["rounds"])
+        n_features = int(meta["n_features"])
     except PolicyError as exc:
         raise SpecError(f"init: {exc}") from None
-    dim, rounds = int(meta["config"]["dim"]), int(meta["config"]["rounds"])
-    n_features = int(meta["n_features"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError(f"init: {str(weights)!r} lacks the network's sizes ({exc})") from None
     if dim != net.config.dim or rounds > net.config.rounds or n_features > N_FEATURES:
         raise SpecError(
             f"init: {str(weights)!r} has dim {dim}, {rounds} round(s) and {n_features} features;"
