@@ -151,9 +151,9 @@ def features(
     f[..., 16] = job_ready.max(axis=1, keepdims=True) / lb
     f[..., 17] = rem_load[np.arange(b), ms][:, None] / lb
     f[..., 18] = mask.sum(axis=1, keepdims=True) / n
-    f[..., 19] = (machine_available + rem_load).max(axis=1, keepdims=True) / lb
+    bound = machine_available + rem_load  # (B, M): when each machine could finish its work
+    f[..., 19] = bound.max(axis=1, keepdims=True) / lb
     f[..., 20] = np.where(done, job_ready, est + wl).max(axis=1, keepdims=True) / lb
-    bound = machine_available + rem_load  # (B, M)
     neck = bound.argmax(axis=1)  # (B,)
     at = tables.op_on[:, neck].T  # (B, n): index of each job's operation on its row's bottleneck
     ahead = (at >= next_op) & (at < tables.n_ops[None, :])
