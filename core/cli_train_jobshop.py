@@ -68,12 +68,30 @@ def train_jobshop(
     validation_per_size: Annotated[
         int, typer.Option("--validation-per-size", help="validation instances per size (>= 8)")
     ] = 8,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", help="instances labelled in parallel as Ray tasks (same weights, sooner)"
+        ),
+    ] = 1,
+    instances: Annotated[
+        int, typer.Option("--instances", help="stop after this many instances (0: --minutes)")
+    ] = 0,
+    eval_every_instances: Annotated[
+        int,
+        typer.Option(
+            "--eval-every-instances",
+            help="validate every N instances, not every --eval-every seconds (0: by time)",
+        ),
+    ] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train the job-shop scheduler network by self-labeling on random instances.
 
     Each instance: sample --beta schedules with the network, learn the best one's choices.
     The best greedy validation checkpoint is written to --out; the run is logged to MLflow.
+    With --instances and --eval-every-instances the same command writes the same weights on
+    any machine, with any --workers.
     """
     from taktline.envs.files import check_output_file
     from taktline.envs.jobshop.schedule import SCHEMES
@@ -103,6 +121,9 @@ def train_jobshop(
         updates=updates,
         ema=ema,
         validation_per_size=validation_per_size,
+        workers=workers,
+        max_instances=instances,
+        eval_every_instances=eval_every_instances,
     )
     check_config(cfg)
     bar = TrainProgress(1000, 0, console, enabled=not json_out)

@@ -7,8 +7,12 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.ray_support import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -26,6 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
     os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The session's local Ray cluster (started on first use, stopped at the session's end)."""
+    from tests.ray_support import shared_cluster
+
+    return shared_cluster(request.config)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taktline.cli import app
-from tests.ray_support import Cluster, shared_cluster
+from tests.ray_support import Cluster
 from tests.test_lookahead import CHANGEOVER_LINE
 
 
@@ -98,12 +98,6 @@ def test_bad_input_is_one_clear_error(args: list[str], named: str, line_file: Pa
     out = CliRunner().invoke(app, ["compare", str(line_file), "--no-mlflow", *args])
     assert out.exit_code == 2, out.output
     assert named in out.output and "Traceback" not in out.output
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The session's local Ray cluster."""
-    return shared_cluster(request.config)
 
 
 @pytest.mark.ray

@@ -22,7 +22,7 @@ from taktline.agents.policies import NeuralPolicy, load_policy
 from taktline.cli import app
 from taktline.errors import PolicyError
 from taktline.training.imitation import Dataset, ImitationConfig, train_network
-from tests.ray_support import Cluster, shared_cluster
+from tests.ray_support import Cluster
 from tests.test_lookahead import CHANGEOVER_LINE
 
 # the settings the tests were sized on: an expert that deviates from FIFO often enough for 4
@@ -380,12 +380,6 @@ def test_rllib_fine_tuning_starts_from_the_imitation_bundle(
     proc = train(path)
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "policy.init" in proc.stderr and "hidden" in proc.stderr
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The session's local Ray cluster."""
-    return shared_cluster(request.config)
 
 
 @pytest.mark.ray

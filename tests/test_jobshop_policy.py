@@ -39,6 +39,7 @@ from taktline.envs.jobshop.generators import taillard_like
 from taktline.envs.jobshop.replay import replay_schedule
 from taktline.envs.jobshop.taillard import taillard_instance
 from taktline.errors import PolicyError, SpecError
+from tests.ray_support import Cluster
 
 
 def _net(seed: int = 0) -> SchedulerNet:
@@ -267,6 +268,42 @@ def test_train_jobshop_cli_writes_weights_that_solve_uses(
     assert out.exit_code == 0, out.output
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_labelling_on_ray_workers_writes_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_cluster: Cluster
+) -> None:
+    """``--workers 2`` labels the instances as Ray tasks on the cluster of RAY_ADDRESS; each
+    instance samples from its own seed and the budget and validations count instances, so the
+    weights are those of one process, bit for bit."""
+    import subprocess
+    import sys
+
+    args = ["train-jobshop", "--minutes", "8", "--sizes", "6x5,8x6", "--beta", "8"]
+    args += ["--instances", "10", "--eval-every-instances", "4", "--seed", "3", "--json"]
+    monkeypatch.chdir(tmp_path)
+    here = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "here.npz")])
+    assert here.exit_code == 0, here.output
+    proc = subprocess.run(
+        [sys.executable, "-m", "taktline.cli", *args, "--workers", "2", "--out", "there.npz"],
+        cwd=tmp_path,
+        env=ray_cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert data["instances"] == 10
+    a, b = np.load(tmp_path / "here.npz"), np.load(tmp_path / "there.npz")
+    weights = [k for k in a.files if k != "__meta__"]
+    assert weights and sorted(weights) == sorted(k for k in b.files if k != "__meta__")
+    assert all(np.array_equal(a[k], b[k]) for k in weights)
+    assert (
+        json.loads(str(a["__meta__"]))["instances"] == json.loads(str(b["__meta__"]))["instances"]
+    )
+
+
 def test_mirror_self_labels_are_the_best_of_both_directions() -> None:
     from taktline.training.jobshop_selflabel import SelfLabelConfig, _label
 
@@ -402,6 +439,8 @@ def test_a_warm_start_from_weights_made_for_fewer_features_scores_as_they_did(
         (["--scheme", "fast"], "--scheme: expected one of active, non-delay"),
         (["--minutes", "0"], "--minutes: must be > 0"),
         (["--beta", "1"], "beta: need at least 2"),
+        (["--workers", "0"], "workers: need at least 1"),
+        (["--instances", "-1"], "max_instances/eval_every_instances: need integers >= 0"),
         (["--out", "w.txt"], "--out"),
     ],
 )

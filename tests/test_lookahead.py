@@ -17,7 +17,7 @@ from taktline.envs.spec import load_spec
 from taktline.envs.twin import Twin
 from taktline.errors import PolicyError
 from tests.envs_support import paired_difference
-from tests.ray_support import Cluster, shared_cluster
+from tests.ray_support import Cluster
 
 # One machine, two colour families, a long changeover: FIFO changes over for every other job,
 # staying on a colour saves a changeover. A lookahead with FIFO as its base rule must find that.
@@ -211,12 +211,6 @@ def test_simulate_runs_a_lookahead_from_the_command_line(changeover_spec: Path) 
 
     results = json.loads(out.stdout)["results"]
     assert set(results) == {"FIFO", "LOOKAHEAD(base=FIFO,horizon=20.0,k=2)"}
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The session's local Ray cluster."""
-    return shared_cluster(request.config)
 
 
 @pytest.mark.ray

@@ -24,7 +24,6 @@ from tests.ray_support import (
     TINY_ENV,
     Cluster,
     mlflow_client,
-    shared_cluster,
     tiny_config,
     train_cmd,
     write_config,
@@ -33,12 +32,6 @@ from tests.ray_support import (
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 ENV_ID = "taktline/LineDispatch-v0"
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The session's local Ray cluster."""
-    return shared_cluster(request.config)
 
 
 def _history(client: Any, run_id: str, key: str) -> list[Any]:

@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ray_support import Cluster, mlflow_client, shared_cluster, tiny_config, write_config
+from tests.ray_support import Cluster, mlflow_client, tiny_config, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The session's local Ray cluster."""
-    return shared_cluster(request.config)
 
 
 def test_tune_sweep_runs_trials_as_child_runs_and_registers_the_best_scoring_trial(

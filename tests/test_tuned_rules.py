@@ -15,7 +15,7 @@ from taktline.agents.tuned import TunedRule, parse_rule, tuned_rule
 from taktline.envs.spec import load_spec
 from taktline.envs.twin import Twin
 from taktline.errors import PolicyError
-from tests.ray_support import Cluster, shared_cluster
+from tests.ray_support import Cluster
 
 
 @pytest.mark.parametrize(
@@ -112,12 +112,6 @@ def test_rule_policy_decides_with_a_parametric_rule_on_a_snapshot() -> None:
     ]
     decision = RulePolicy("SAME(threshold=2,pick=largest)").decide(snap)
     assert decision.kind == "dispatch" and decision.job == f"J-{want.id}"
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(request: pytest.FixtureRequest) -> Cluster:
-    """The session's local Ray cluster."""
-    return shared_cluster(request.config)
 
 
 @pytest.mark.ray

@@ -88,6 +88,17 @@ class SelfLabelConfig:
     checks the average too and the better of the two is kept."""
     validation_per_size: int = 8
     """Validation instances per validation size (the first 8 of each are the fixed set)."""
+    workers: int = 1
+    """Instances labelled in parallel as Ray tasks (the cluster of ``RAY_ADDRESS``, else a
+    local Ray); each instance carries its own sampling seed, so the labels, and the weights,
+    are the same whatever the number, only sooner."""
+    max_instances: int = 0
+    """Stop after this many labelled instances (0: ``minutes`` alone); ``minutes`` still caps
+    the run. The learning rate then decays over instances, not time."""
+    eval_every_instances: int = 0
+    """Validate every this many instances instead of every ``eval_every_s`` (0: by time). With
+    ``max_instances`` the run no longer depends on the machine's speed: the same command
+    writes the same weights."""
 
 
 @dataclass
@@ -253,6 +264,18 @@ def check_config(cfg: SelfLabelConfig) -> None:
         )
     if not cfg.sizes or any(n < 2 or m < 2 for n, m in cfg.sizes):
         raise SpecError(f"sizes: need (jobs, machines) pairs of at least 2, got {cfg.sizes}")
+    if cfg.workers < 1:
+        raise SpecError(f"workers: need at least 1 (1: label in this process), got {cfg.workers}")
+    if cfg.workers > 1 and cfg.device != "cpu":
+        raise SpecError(
+            f"workers: {cfg.workers} label on CPU cores as Ray tasks; with --device "
+            f"{cfg.device} label where the network is, with --workers 1"
+        )
+    if cfg.max_instances < 0 or cfg.eval_every_instances < 0:
+        raise SpecError(
+            "max_instances/eval_every_instances: need integers >= 0 (0: by time), got "
+            f"{cfg.max_instances}/{cfg.eval_every_instances}"
+        )
 
 
 def train_selflabel(
@@ -284,17 +307,26 @@ def train_selflabel(
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     steps = 0
     next_eval = t0 + cfg.eval_every_s
+    next_eval_at = cfg.eval_every_instances
     instances = 0
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     label_ratio: list[float] = []
+
+    def share_done(now: float) -> float:
+        """How far along the budget is (instances when counted, else time)."""
+        if cfg.max_instances:
+            return min(1.0, instances / cfg.max_instances)
+        return min(1.0, (now - t0) / budget)
+
     tracking.configure()
     exp = tracking.ensure_experiment("train-jobshop")
     with mlflow.start_run(experiment_id=exp, run_name="self-labeling") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in asdict(cfg).items()})
         while True:
             now = time.perf_counter()
-            done = now - t0 >= budget
-            if now >= next_eval or done:
+            done = now - t0 >= budget or 0 < cfg.max_instances <= instances
+            due = instances >= next_eval_at if cfg.eval_every_instances else now >= next_eval
+            if due or done:
                 ratio = greedy_ratio(net, val, cfg.device, cfg.scheme)
                 candidate = net
                 elapsed = now - t0
@@ -325,25 +357,37 @@ def train_selflabel(
                     }
                     save_net(candidate, out, meta)
                 if on_progress is not None:
-                    on_progress(min(1.0, elapsed / budget), point)
+                    on_progress(share_done(now), point)
                 next_eval = time.perf_counter() + cfg.eval_every_s
+                next_eval_at = instances + cfg.eval_every_instances
                 if done:
                     break
-            n, m = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
-            inst = taillard_like(n, m, rng)
+            size = cfg.instances_per_update
+            if cfg.max_instances:
+                size = min(size, cfg.max_instances - instances)
+            if cfg.eval_every_instances:
+                size = min(size, next_eval_at - instances)
+            group = []
+            for k in range(size):
+                n, m = cfg.sizes[int(rng.integers(len(cfg.sizes)))]
+                group.append((taillard_like(n, m, rng), (cfg.seed, LABEL_STREAM, instances + k)))
             net.eval()
-            label, actions = _label(net, inst, cfg, rng)
-            label_ratio.append(label / max(1, inst.trivial_lower_bound()))
-            pending.append(actions)
-            instances += 1
-            if len(pending) < cfg.instances_per_update:
+            for (inst, _), (label, actions) in zip(
+                group, label_instances(net, group, cfg), strict=True
+            ):
+                label_ratio.append(label / max(1, inst.trivial_lower_bound()))
+                pending.append(actions)
+            instances += len(group)
+            if len(pending) < cfg.instances_per_update and not (0 < cfg.max_instances <= instances):
                 continue
-            frac = min(1.0, (time.perf_counter() - t0) / budget)
+            frac = share_done(time.perf_counter())
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
             net.train()
-            for group in _update_groups(pending, kept, cfg, rng):
-                x, mask, act = (torch.from_numpy(a).to(cfg.device) for a in _stack_padded(group))
+            for group_steps in _update_groups(pending, kept, cfg, rng):
+                x, mask, act = (
+                    torch.from_numpy(a).to(cfg.device) for a in _stack_padded(group_steps)
+                )
                 loss = _label_loss(net, x, mask, act)
                 opt.zero_grad()
                 loss.backward()
@@ -361,9 +405,54 @@ def train_selflabel(
     return SelfLabelResult(out, best_val, instances, time.perf_counter() - t0, history, run_id)
 
 
+#: Stream of the per-instance sampling seeds: ``(seed, LABEL_STREAM, instance index)``.
+LABEL_STREAM = 2
+
+Labelled = tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def label_instances(
+    net: SchedulerNet,
+    group: list[tuple[JobShopInstance, tuple[int, int, int]]],
+    cfg: SelfLabelConfig,
+) -> list[Labelled]:
+    """:func:`_label` of every ``(instance, sampling seed)`` of ``group``, in order; with
+    ``cfg.workers > 1`` as Ray tasks, that many at a time (the cluster of ``RAY_ADDRESS`` when
+    set, else a local Ray). Each instance samples from its own seed, so the labels are the
+    same wherever and in whatever order they are made."""
+    if cfg.workers <= 1 or len(group) <= 1:
+        return [_label(net, inst, cfg, np.random.default_rng(list(s))) for inst, s in group]
+    import ray
+
+    from taktline.training.compare import in_order_on_ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    weights = ray.put({k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
+    calls = [(weights, net.config, inst, s, cfg) for inst, s in group]
+    out: list[Labelled] = []
+    in_order_on_ray(label_on_worker, calls, cfg.workers, lambda _, r: out.append(r))
+    return out
+
+
+def label_on_worker(
+    weights: dict[str, np.ndarray],
+    config: NetConfig,
+    inst: JobShopInstance,
+    seed: tuple[int, int, int],
+    cfg: SelfLabelConfig,
+) -> Labelled:
+    """:func:`_label` in a Ray worker: the network rebuilt from ``weights``, one torch thread."""
+    torch.set_num_threads(1)
+    net = SchedulerNet(config)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    net.eval()
+    return _label(net, inst, cfg, np.random.default_rng(list(seed)))
+
+
 def _label(
     net: SchedulerNet, inst: JobShopInstance, cfg: SelfLabelConfig, rng: np.random.Generator
-) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> Labelled:
     """The best of ``cfg.beta`` sampled schedules (half on the mirror with ``cfg.mirror``): its
     makespan and its replayed steps on the instance (or mirror) it was built on."""
     shares = [(inst, cfg.beta)]
