@@ -264,6 +264,10 @@ def test_train_jobshop_cli_writes_weights_that_solve_uses(
     steps = client.get_metric_history(data["mlflow_run_id"], "gradient_steps")
     assert steps and all(p.value == 3 * (p.step // 4) for p in steps)
     assert client.get_metric_history(data["mlflow_run_id"], "validation_greedy_ratio_ema")
+    # the learning curve (validation ratio, the rules as lines) beside the weights and in MLflow
+    assert (tmp_path / "mine_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    artifacts = [a.path for a in client.list_artifacts(data["mlflow_run_id"])]
+    assert "learning_curve.png" in artifacts
     out = CliRunner().invoke(app, ["solve", "ft06", "--method", "policy", "--weights", str(w)])
     assert out.exit_code == 0, out.output
 

@@ -149,6 +149,25 @@ def greedy_ratio(
     return float(np.mean(ratios))
 
 
+def rule_ratios(instances: list[JobShopInstance], scheme: str = "active") -> dict[str, float]:
+    """Mean greedy makespan / trivial lower bound of the two best makespan rules (MWKR, MOPNR),
+    the reference lines of the learning curve."""
+    from taktline.agents.jobshop_search import CONSTRUCT_RULES, _greedy
+
+    out = {}
+    for rule in ("MWKR", "MOPNR"):
+        k = CONSTRUCT_RULES.index(rule)
+        out[rule] = float(
+            np.mean(
+                [
+                    _greedy(i, k, scheme).makespan / max(1, i.trivial_lower_bound())
+                    for i in instances
+                ]
+            )
+        )
+    return out
+
+
 #: Sampling temperatures tried by :func:`calibrate_temperature`.
 TEMPERATURES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)
 
@@ -302,7 +321,7 @@ def train_selflabel(
     budget = cfg.minutes * 60.0
     t0 = time.perf_counter()
     history: list[dict[str, float]] = []
-    best_val = greedy_ratio(net, val, cfg.device, cfg.scheme)
+    best_val = start_ratio = greedy_ratio(net, val, cfg.device, cfg.scheme)
     save_net(net, out, {"validation_ratio": best_val, "instances": 0, "config_run": asdict(cfg)})
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     steps = 0
@@ -397,6 +416,20 @@ def train_selflabel(
                 if average is not None:
                     average.update(net)
             pending.clear()
+        fig = tracking.learning_curve_figure(
+            [{"step": h["instances"], "mean": h["validation_greedy_ratio"]} for h in history],
+            "greedy makespan / LB",
+            {**rule_ratios(val, cfg.scheme), "start": start_ratio},
+            [
+                (int(h["instances"]), h["label_ratio"])
+                for h in history
+                if h["label_ratio"] == h["label_ratio"]
+            ],
+            steps="instances labelled",
+            train_metric="self-label makespan / LB",
+        )
+        tracking.log_figure_png(fig, "learning_curve.png")
+        fig.savefig(out.with_name(out.stem + "_curve.png"))
         temperature, by_t = calibrate_temperature(out, cfg.beta)
         mlflow.log_metrics({f"validation_best_of_{cfg.beta}_t{t:g}": v for t, v in by_t.items()})
         mlflow.log_param("sampling_temperature", temperature)

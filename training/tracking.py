@@ -94,8 +94,11 @@ def learning_curve_figure(
     metric: str,
     baselines: dict[str, float],
     train: Sequence[tuple[int, float]] = (),
+    steps: str = "environment steps",
+    train_metric: str = "training episode return",
 ) -> Any:
-    """The evaluation metric over steps (with the baselines as lines) and the training return."""
+    """The evaluation metric over ``steps`` (with the baselines as lines) and the training
+    signal (``train_metric``) beside it."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.0, 3.2), dpi=90)
@@ -104,14 +107,14 @@ def learning_curve_figure(
         ax.plot([h["step"] for h in history], [h["mean"] for h in history], "o-", label="policy")
     for i, (name, value) in enumerate(sorted(baselines.items())):
         ax.axhline(value, ls="--", lw=0.8, color=f"C{(i + 1) % 10}", label=name)
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(steps)
     ax.set_ylabel(f"eval {metric} (mean)")
     ax.legend(fontsize=7)
     ax2 = fig.add_subplot(1, 2, 2)
     if train:
         ax2.plot([s for s, _ in train], [r for _, r in train], lw=0.8)
-    ax2.set_xlabel("environment steps")
-    ax2.set_ylabel("training episode return")
+    ax2.set_xlabel(steps)
+    ax2.set_ylabel(train_metric)
     fig.tight_layout()
     return fig
 
