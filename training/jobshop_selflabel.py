@@ -6,11 +6,16 @@ is trained by cross-entropy to make that schedule's choices (only steps with mor
 candidate count). As the network improves, so do its best samples, and so do its labels.
 
 Instances are Taillard-like (every job visits every machine, times 1-99) of several sizes; the
-network is checked greedily every ``eval_every_s`` on a fixed validation set drawn from another
-seed stream (never the benchmark), and the best checkpoint is kept. Every run is an MLflow run
-(experiment ``train-jobshop``): parameters, the learning curve, the weights.
+network is checked greedily every ``eval_every_s`` (or every ``eval_every_instances``) on a
+fixed validation set drawn from another seed stream (never the benchmark), and the best
+checkpoint is kept. Labelling is ~95% of the time: ``workers`` label instances in parallel as
+Ray tasks, each from its own sampling seed, so the weights do not depend on the number of
+workers; with ``max_instances`` and ``eval_every_instances`` they do not depend on the
+machine's speed either. Every run is an MLflow run (experiment ``train-jobshop``): parameters,
+the learning curve (metrics and a picture), the weights.
 
     taktline train-jobshop --minutes 90 --out jobshop_policy.npz
+    taktline train-jobshop --workers 2 --instances 11000 --eval-every-instances 500
 """
 
 from __future__ import annotations
