@@ -14,6 +14,7 @@ and ``RAY_AUTH_MODE=token`` into the environment before Ray is imported, so the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -60,6 +61,20 @@ class Cluster:
             "PYTHONUNBUFFERED": "1",
             **extra,
         }
+
+    def run_cli(self, args: list[str], cwd: Path, timeout_s: float = 540.0) -> dict[str, Any]:
+        """``taktline ARGS`` (with ``--json``) as a driver attached to this cluster; fails the
+        test with the output's tail unless it exits 0, else returns the printed JSON."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "taktline.cli", *args],
+            cwd=cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return dict(json.loads(proc.stdout[proc.stdout.index("{") :]))
 
 
 def start_cluster(num_cpus: int = 2, timeout_s: float = 120.0) -> Cluster:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,16 +110,7 @@ def test_rounds_on_ray_give_the_same_values_as_in_process(
 
     args = ["--rules", "FIFO,SAME", "--lookahead", "LOOKAHEAD(base=FIFO,horizon=10,k=2)"]
     args += ["--episodes", "3", "--seed", "7", "--no-mlflow", "--json"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "taktline.cli", "compare", str(line_file), *args, "--workers", "2"],
-        cwd=tmp_path,
-        env=ray_cluster.env(),
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    on_ray = json.loads(proc.stdout[proc.stdout.index("{") :])
+    on_ray = ray_cluster.run_cli(["compare", str(line_file), *args, "--workers", "2"], tmp_path)
     here = compare(
         str(line_file),
         rules=["FIFO", "SAME"],

@@ -395,19 +395,11 @@ def test_labelling_on_ray_workers_collects_the_same_states(
     args += ["--iterations", "4", "--episodes-per-iter", "3", "--rules", "SAME"]
     args += ["--no-expert-eval", "--eval-episodes", "2", "--out", str(tmp_path / "b")]
     args += ["--save-states", str(tmp_path / "s.npz"), "--workers", "2", "--json"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "taktline.cli", *args],
-        cwd=tmp_path,
-        env=ray_cluster.env(),
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = ray_cluster.run_cli(args, tmp_path)
     on_ray, _ = Dataset.load(tmp_path / "s.npz")
     here, _ = Dataset.load(run["root"] / "states.npz")
     assert len(on_ray) == len(here) > 0
     assert on_ray.label == here.label and on_ray.held_out == here.held_out
     assert np.array_equal(np.asarray(on_ray.obs), np.asarray(here.obs))
-    tp = json.loads(proc.stdout[proc.stdout.index("{") :])["throughput"]
+    tp = data["throughput"]
     assert tp["workers"] == 2 and tp["labels"] == len(on_ray)

@@ -280,24 +280,12 @@ def test_labelling_on_ray_workers_writes_the_same_weights(
     """``--workers 2`` labels the instances as Ray tasks on the cluster of RAY_ADDRESS; each
     instance samples from its own seed and the budget and validations count instances, so the
     weights are those of one process, bit for bit."""
-    import subprocess
-    import sys
-
     args = ["train-jobshop", "--minutes", "8", "--sizes", "6x5,8x6", "--beta", "8"]
     args += ["--instances", "10", "--eval-every-instances", "4", "--seed", "3", "--json"]
     monkeypatch.chdir(tmp_path)
     here = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "here.npz")])
     assert here.exit_code == 0, here.output
-    proc = subprocess.run(
-        [sys.executable, "-m", "taktline.cli", *args, "--workers", "2", "--out", "there.npz"],
-        cwd=tmp_path,
-        env=ray_cluster.env(),
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads(proc.stdout[proc.stdout.index("{") :])
+    data = ray_cluster.run_cli([*args, "--workers", "2", "--out", "there.npz"], tmp_path)
     assert data["instances"] == 10
     a, b = np.load(tmp_path / "here.npz"), np.load(tmp_path / "there.npz")
     weights = [k for k in a.files if k != "__meta__"]

@@ -462,10 +462,9 @@ def label_instances(
         return [_label(net, inst, cfg, np.random.default_rng(list(s))) for inst, s in group]
     import ray
 
-    from taktline.training.compare import in_order_on_ray
+    from taktline.training.compare import ensure_ray, in_order_on_ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     weights = ray.put({k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
     calls = [(weights, net.config, inst, s, cfg) for inst, s in group]
     out: list[Labelled] = []
