@@ -2,8 +2,9 @@
 
 :class:`SchedulerNet` scores every job of a partial schedule from the features of
 :mod:`taktline.agents.jobshop_features` (one row per job, so one network serves any size): a
-per-job encoder, self-attention among the unfinished jobs, and a scoring head that also sees the
-candidates' mean embedding; the scores of non-candidates are masked. :func:`rollout` builds ``B``
+per-job encoder, and a scoring head that also sees summaries of all jobs (the mean over the
+unfinished ones, the mean and the max over the candidates); the scores of non-candidates are
+masked. :func:`rollout` builds ``B``
 schedules of one instance in lockstep (:class:`~taktline.envs.jobshop.batch.JobShopBatch`),
 greedily or by sampling. :func:`policy_solve` is ``taktline solve --method policy``: the greedy
 schedule, then batches of sampled ones until the time limit, the best kept.
@@ -52,10 +53,12 @@ WEIGHTS_FILE = "jobshop_policy.npz"
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes of :class:`SchedulerNet`: embedding width and message-passing rounds."""
+    """Sizes of :class:`SchedulerNet`: embedding width, message-passing rounds, and the heads
+    of a self-attention layer among the unfinished jobs (0: none)."""
 
     dim: int = 64
     rounds: int = 1
+    heads: int = 0
 
 
 class SchedulerNet(nn.Module):
@@ -72,6 +75,9 @@ class SchedulerNet(nn.Module):
         d = config.dim
         self.config = config
         self.encode = nn.Sequential(nn.Linear(N_FEATURES, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU())
+        self.attend = nn.ModuleList(
+            [nn.MultiheadAttention(d, config.heads, batch_first=True)] if config.heads else []
+        )
         self.update = nn.ModuleList(
             nn.Sequential(nn.Linear(4 * d, d), nn.ReLU()) for _ in range(config.rounds - 1)
         )
@@ -92,6 +98,10 @@ class SchedulerNet(nn.Module):
         """Logits of every job; ``-inf`` where ``mask`` (the candidates) is False."""
         h = self.encode(x)
         live = x[..., 1] < 0.5
+        if len(self.attend):
+            # finished jobs are not attended to (a finished schedule's row attends to all)
+            ignore = ~live & live.any(1, keepdim=True)
+            h = h + self.attend[0](h, h, h, key_padding_mask=ignore, need_weights=False)[0]
         for layer in self.update:
             s = self._summaries(h, live, mask).expand(-1, h.shape[1], -1)
             h = h + layer(torch.cat([h, s], dim=-1))

@@ -42,6 +42,9 @@ def train_jobshop(
     seed: Annotated[int, typer.Option("--seed", help="seed of instances and weights")] = 0,
     dim: Annotated[int, typer.Option("--dim", help="embedding width of the network")] = 64,
     rounds: Annotated[int, typer.Option("--rounds", help="set-summary rounds")] = 1,
+    heads: Annotated[
+        int, typer.Option("--heads", help="heads of self-attention among the jobs (0: none)")
+    ] = 0,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine-decayed)")] = 1e-3,
     init: Annotated[
         Path | None,
@@ -84,6 +87,12 @@ def train_jobshop(
             help="validate every N instances, not every --eval-every seconds (0: by time)",
         ),
     ] = 0,
+    improve: Annotated[
+        int,
+        typer.Option(
+            "--improve", help="tabu-search moves on each instance's best sample (0: plain label)"
+        ),
+    ] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train the job-shop scheduler network by self-labeling on random instances.
@@ -114,6 +123,7 @@ def train_jobshop(
         scheme=scheme,
         dim=dim,
         rounds=rounds,
+        heads=heads,
         lr=lr,
         init=None if init is None else str(init),
         mirror=mirror,
@@ -124,6 +134,7 @@ def train_jobshop(
         workers=workers,
         max_instances=instances,
         eval_every_instances=eval_every_instances,
+        improve=improve,
     )
     check_config(cfg)
     bar = TrainProgress(1000, 0, console, enabled=not json_out)

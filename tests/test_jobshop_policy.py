@@ -31,7 +31,7 @@ from taktline.agents.jobshop_policy import (
     trained_scheme,
     unmirror_start,
 )
-from taktline.agents.jobshop_search import _greedy
+from taktline.agents.jobshop_search import _batch_row, _greedy
 from taktline.cli import app
 from taktline.envs.jobshop import JobShopState, check_schedule, load_bundled
 from taktline.envs.jobshop.batch import JobShopBatch
@@ -312,16 +312,59 @@ def test_mirror_self_labels_are_the_best_of_both_directions() -> None:
     assert len(act) == len(x) == len(mask) > 0 and mask[np.arange(len(act)), act].all()
 
 
-def test_a_warm_start_with_an_added_round_schedules_like_the_weights_it_started_from(
-    tmp_path: Path,
+def test_an_active_schedule_followed_by_its_own_start_times_is_itself() -> None:
+    from taktline.training.jobshop_selflabel import active_choices
+
+    inst = taillard_like(10, 8, np.random.default_rng(3))
+    r = rollout(_net(), inst, 4, False, np.random.default_rng(0))
+    assert r is not None
+    for k in range(4):
+        ms, choices = active_choices(inst, _batch_row(inst, r.start[k]))
+        assert ms == int(r.makespan[k])
+        again = JobShopBatch(inst, 1)
+        for j in choices:
+            again.apply(np.array([j]))
+        assert (again.start[0] == r.start[k]).all()
+
+
+def test_improved_labels_are_never_worse_and_teach_the_schedule_they_report() -> None:
+    from taktline.training.jobshop_selflabel import SelfLabelConfig, _label
+
+    net = _net()
+    gains = 0
+    for i in range(4):
+        inst = taillard_like(10, 10, np.random.default_rng(100 + i))
+        plain, _ = _label(net, inst, SelfLabelConfig(beta=8), np.random.default_rng(i))
+        ms, (_x, mask, act) = _label(
+            net, inst, SelfLabelConfig(beta=8, improve=500), np.random.default_rng(i)
+        )
+        assert ms <= plain
+        gains += ms < plain
+        # the taught choices (multi-candidate steps) rebuild a schedule of the reported makespan
+        batch, taught = JobShopBatch(inst, 1), iter(act)
+        while not batch.done:
+            cand = np.flatnonzero(batch.mask[0])
+            batch.apply(np.array([cand[0] if len(cand) == 1 else next(taught)]))
+        assert int(batch.makespan[0]) == ms and next(taught, None) is None
+        assert mask[np.arange(len(act)), act].all()
+    assert gains >= 3  # an untrained network's best of 8 leaves tabu search room
+
+
+@pytest.mark.parametrize("added", ["round", "attention"])
+def test_a_warm_start_with_an_added_layer_schedules_like_the_weights_it_started_from(
+    tmp_path: Path, added: str
 ) -> None:
-    """The new round starts near zero: the deeper network makes the same greedy schedules as
-    the shipped one, and its scores differ by little; a width it cannot copy is named."""
+    """The new round (or attention layer) starts near zero: the larger network makes the same
+    greedy schedules as the shipped one, and its scores differ by little; a width it cannot
+    copy is named."""
     from taktline.training.jobshop_selflabel import warm_start
 
     shipped, _ = load_net()
     save_net(shipped, tmp_path / "w.npz", {})
-    deeper = SchedulerNet(NetConfig(shipped.config.dim, shipped.config.rounds + 1))
+    c = shipped.config
+    deeper = SchedulerNet(
+        NetConfig(c.dim, c.rounds + 1) if added == "round" else NetConfig(c.dim, c.rounds, heads=4)
+    )
     warm_start(deeper, tmp_path / "w.npz", seed=0)
     deeper.eval()
     inst = taillard_instance("ta01")
@@ -338,6 +381,11 @@ def test_a_warm_start_with_an_added_round_schedules_like_the_weights_it_started_
         )
     spread = float(s1[mask].abs().max())  # scores spread over several units
     assert float((s1[mask] - s2[mask]).abs().max()) < 0.02 * spread
+    save_net(deeper, tmp_path / "deeper.npz", {})
+    loaded, meta = load_net(tmp_path / "deeper.npz")
+    assert NetConfig(**meta["config"]) == deeper.config
+    with torch.no_grad():
+        assert torch.equal(loaded(torch.from_numpy(x), torch.from_numpy(mask)), s2)
     with pytest.raises(SpecError, match="same --dim"):
         warm_start(SchedulerNet(NetConfig(shipped.config.dim * 2, 1)), tmp_path / "w.npz", 0)
 
@@ -433,6 +481,8 @@ def test_a_warm_start_from_weights_made_for_fewer_features_scores_as_they_did(
         (["--beta", "1"], "beta: need at least 2"),
         (["--workers", "0"], "workers: need at least 1"),
         (["--instances", "-1"], "max_instances/eval_every_instances: need integers >= 0"),
+        (["--improve", "-5"], "improve: tabu moves per label, >= 0"),
+        (["--improve", "100", "--scheme", "non-delay"], "improve: improved labels are taught"),
         (["--out", "w.txt"], "--out"),
     ],
 )

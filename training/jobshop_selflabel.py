@@ -21,7 +21,7 @@ the learning curve (metrics and a picture), the weights.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,11 @@ from taktline.agents.jobshop_policy import (
     rollout,
     save_net,
 )
+from taktline.agents.jobshop_search import _batch_row, tabu_search
+from taktline.envs.jobshop.batch import JobShopBatch
 from taktline.envs.jobshop.generators import taillard_like
 from taktline.envs.jobshop.instance import JobShopInstance
+from taktline.envs.jobshop.schedule import ScheduledOperation
 from taktline.errors import PolicyError, SpecError
 
 #: Training sizes (jobs, machines), drawn uniformly.
@@ -67,6 +70,8 @@ class SelfLabelConfig:
     """Embedding width of the network."""
     rounds: int = 1
     """Message-passing rounds of the network."""
+    heads: int = 0
+    """Heads of a self-attention layer among the unfinished jobs (0: none)."""
     eval_every_s: float = 300.0
     """Seconds between greedy validations."""
     seed: int = 0
@@ -104,6 +109,11 @@ class SelfLabelConfig:
     """Validate every this many instances instead of every ``eval_every_s`` (0: by time). With
     ``max_instances`` the run no longer depends on the machine's speed: the same command
     writes the same weights."""
+    improve: int = 0
+    """Moves of N5 tabu search on the best sample before it becomes the label (0: the plain
+    self-label). The improved schedule is taught as the active-scheme choices that follow its
+    start times (:func:`active_choices`); counted in moves, not seconds, so labels stay the
+    same on any machine."""
 
 
 @dataclass
@@ -267,6 +277,11 @@ def check_config(cfg: SelfLabelConfig) -> None:
         raise SpecError(f"device: expected cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SpecError("device: cuda was asked for but torch sees no GPU here; use --device cpu")
+    if cfg.heads < 0 or (cfg.heads and cfg.dim % cfg.heads):
+        raise SpecError(
+            f"heads: attention heads must divide --dim ({cfg.dim}) and be >= 0 (0: none), got "
+            f"{cfg.heads}"
+        )
     if cfg.dim < 4 or cfg.rounds < 1:
         raise SpecError(f"dim/rounds: need dim >= 4 and rounds >= 1, got {cfg.dim}/{cfg.rounds}")
     if not cfg.lr > 0:
@@ -295,6 +310,13 @@ def check_config(cfg: SelfLabelConfig) -> None:
             f"workers: {cfg.workers} label on CPU cores as Ray tasks; with --device "
             f"{cfg.device} label where the network is, with --workers 1"
         )
+    if cfg.improve < 0:
+        raise SpecError(f"improve: tabu moves per label, >= 0 (0: none), got {cfg.improve}")
+    if cfg.improve and cfg.scheme != "active":
+        raise SpecError(
+            f"improve: improved labels are taught in the active scheme; got scheme {cfg.scheme!r}"
+            " (use --scheme active, or --improve 0)"
+        )
     if cfg.max_instances < 0 or cfg.eval_every_instances < 0:
         raise SpecError(
             "max_instances/eval_every_instances: need integers >= 0 (0: by time), got "
@@ -316,7 +338,7 @@ def train_selflabel(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    net = SchedulerNet(NetConfig(cfg.dim, cfg.rounds))
+    net = SchedulerNet(NetConfig(cfg.dim, cfg.rounds, cfg.heads))
     if cfg.init is not None:
         warm_start(net, cfg.init, cfg.seed)
     net = net.to(cfg.device)
@@ -495,15 +517,48 @@ def _label(
     shares = [(inst, cfg.beta)]
     if cfg.mirror:
         shares = [(inst, cfg.beta - cfg.beta // 2), (mirrored(inst), cfg.beta // 2)]
-    best: tuple[int, JobShopInstance, np.ndarray] | None = None
+    best: tuple[int, JobShopInstance, np.ndarray, np.ndarray] | None = None
     for where, n in shares:
         r = rollout(net, where, n, False, rng, scheme=cfg.scheme, device=cfg.device)
         assert r is not None
         k = int(r.makespan.argmin())
         if best is None or int(r.makespan[k]) < best[0]:
-            best = (int(r.makespan[k]), where, r.actions[:, k])
+            best = (int(r.makespan[k]), where, r.actions[:, k], r.start[k])
     assert best is not None
-    return best[0], replay_features(best[1], best[2], cfg.scheme)
+    makespan, where, actions, start = best
+    if cfg.improve:
+        found = tabu_search(
+            where,
+            _batch_row(where, start),
+            time_limit_s=float("inf"),
+            seed=int(rng.integers(2**31)),
+            max_iterations=cfg.improve,
+        )
+        if found.makespan < makespan:
+            ms, choices = active_choices(where, found.schedule)
+            if ms < makespan:
+                makespan, actions = ms, choices
+    return makespan, replay_features(where, actions, cfg.scheme)
+
+
+def active_choices(
+    instance: JobShopInstance, schedule: Sequence[ScheduledOperation]
+) -> tuple[int, np.ndarray]:
+    """The active (Giffler–Thompson) schedule that follows ``schedule``: at every decision the
+    candidate whose operation starts first in ``schedule``. Its makespan and its choices.
+
+    Any schedule can be taught this way to a network that builds active schedules; the
+    makespan is usually ``schedule``'s and can be larger (the active scheme may order a
+    machine differently), so callers keep the better."""
+    first = {(s.job, s.op): s.start for s in schedule}
+    batch = JobShopBatch(instance, 1, "active")
+    choices = []
+    while not batch.done:
+        cand = np.flatnonzero(batch.mask[0])
+        job = int(cand[int(np.argmin([first[(int(j), int(batch.next_op[0, j]))] for j in cand]))])
+        batch.apply(np.array([job]))
+        choices.append(job)
+    return int(batch.makespan[0]), np.array(choices)
 
 
 class _Average:
