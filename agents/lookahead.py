@@ -459,8 +459,9 @@ def _score_on_ray(
     """:func:`score_scenarios` with the seeds split over ``cfg.workers`` Ray tasks."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=None, include_dashboard=False, log_to_driver=False)
+    from taktline.raycluster import attach
+
+    attach()
     remote = ray.remote(num_cpus=1)(score_scenarios)
     # the deadline is a local clock; each task gets the time left
     left = deadline - time.perf_counter()

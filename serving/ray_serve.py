@@ -7,7 +7,6 @@ replica). Ray is a local one started on demand, or the cluster at ``RAY_ADDRESS`
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -55,9 +54,9 @@ def run(
         replicas: number of replicas.
         blocking: wait until interrupted (the CLI); tests pass ``False``.
     """
-    import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+    from taktline.raycluster import attach
+
+    attach(log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build(settings, replicas), name=APP_NAME, route_prefix="/", blocking=blocking)

@@ -270,14 +270,6 @@ def _default_horizon(spec: Any) -> float:
     return float(max(20.0, round(float(spec.horizon) / 32.0)))
 
 
-def ensure_ray() -> None:
-    """Attach to the cluster of ``RAY_ADDRESS`` when set, else start a local Ray (once)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
-
-
 def in_order_on_ray(
     fn: Callable[..., Any],
     calls: Sequence[tuple[Any, ...]],
@@ -290,7 +282,9 @@ def in_order_on_ray(
     ``out_of_time()``, no more calls start; the running ones finish and are recorded."""
     import ray
 
-    ensure_ray()
+    from taktline.raycluster import attach
+
+    attach()
     task = ray.remote(num_cpus=1)(fn)
     pending: dict[Any, int] = {}
     results: dict[int, Any] = {}

@@ -335,6 +335,10 @@ def train_selflabel(
     from taktline.training import tracking
 
     check_config(cfg)
+    if cfg.workers > 1:
+        from taktline.raycluster import attach
+
+        attach()  # a cluster address that nothing answers is named before any work
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -484,9 +488,10 @@ def label_instances(
         return [_label(net, inst, cfg, np.random.default_rng(list(s))) for inst, s in group]
     import ray
 
-    from taktline.training.compare import ensure_ray, in_order_on_ray
+    from taktline.raycluster import attach
+    from taktline.training.compare import in_order_on_ray
 
-    ensure_ray()
+    attach()
     weights = ray.put({k: v.detach().cpu().numpy() for k, v in net.state_dict().items()})
     calls = [(weights, net.config, inst, s, cfg) for inst, s in group]
     out: list[Labelled] = []

@@ -28,7 +28,6 @@ Ray: with no address a local Ray is started with the machine's cores; ``RAY_ADDR
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,25 +78,10 @@ OnIteration = Callable[[dict[str, float]], None]
 
 # ---- Ray ------------------------------------------------------------------------------------
 def connect(address: str | None = None, console: Console | None = None) -> str:
-    """Attach to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; returns a description.
+    """:func:`taktline.raycluster.attach`, printing where to ``console``; returns it."""
+    from taktline.raycluster import attach
 
-    A no-op when Ray is already initialized in this process (a Tune trial, a Ray job).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return "Ray: already connected"
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target, log_to_driver=False)
-        where = f"Ray cluster at {target}"
-    else:
-        ray.init(
-            address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False
-        )
-        where = f"local Ray ({os.cpu_count()} CPUs)"
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    text = f"{where}: {cpus} CPUs"
+    text = attach(address)
     if console is not None:
         console.print(text)
     return text
