@@ -2,7 +2,8 @@
 
 >>> from taktline.serving import Settings, create_app
 >>> app = create_app(Settings(env="local"))
->>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))  # doctest: +NORMALIZE_WHITESPACE
+>>> paths = sorted(p for p in app.openapi()["paths"] if p.startswith("/v1"))
+>>> paths  # doctest: +NORMALIZE_WHITESPACE
 ['/v1/policies', '/v1/policies/{name}/act', '/v1/policies/{name}/decide',
  '/v1/policies/{name}/reload']
 """
