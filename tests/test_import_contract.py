@@ -2,8 +2,9 @@
 
 Dependencies flow one way, ``serving → training → agents → envs``: a lower layer never imports
 a higher one, neither at module level nor inside a function nor under ``TYPE_CHECKING``.
-``core/`` (the ``taktline`` package itself) is split in two: ``taktline`` and
-``taktline.errors`` sit at the bottom (every layer raises the errors), the CLI modules and
+``core/`` (the ``taktline`` package itself) is split in two: ``taktline``,
+``taktline.errors`` and ``taktline.raycluster`` sit at the bottom (every layer raises the
+errors; training, the lookahead and Serve attach to Ray one way), the CLI modules and
 ``taktline.jsonout`` at the top (they wire every layer together, lazily). ``taktline.envs``
 imports none of torch, SB3, Ray, MLflow or the FastAPI stack, anywhere; ``taktline.agents``
 imports MLflow only inside functions; ``taktline.serving`` never imports SB3 or RLlib (a bundle
@@ -34,7 +35,7 @@ import pytest
 from tests.conftest import REPO
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("taktline", "taktline.errors"),
+    ("taktline", "taktline.errors", "taktline.raycluster"),
     ("taktline.envs", "taktline.envs.*"),
     ("taktline.agents", "taktline.agents.*"),
     ("taktline.training", "taktline.training.*"),
