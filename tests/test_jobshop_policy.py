@@ -114,7 +114,6 @@ def test_every_rollout_is_a_feasible_schedule_that_replays_to_its_makespan(schem
     inst = taillard_like(8, 6, np.random.default_rng(5))
     r = rollout(_net(), inst, 16, False, np.random.default_rng(2), scheme)
     assert r is not None
-    from taktline.agents.jobshop_search import _batch_row
 
     for row in range(16):
         schedule = _batch_row(inst, r.start[row])
@@ -179,7 +178,6 @@ def test_a_mirror_schedule_read_backwards_is_a_schedule_of_the_instance_with_its
     assert [list(reversed(ops)) for ops in mirror.jobs] == [list(ops) for ops in inst.jobs]
     r = rollout(_net(), mirror, 16, False, np.random.default_rng(3))
     assert r is not None
-    from taktline.agents.jobshop_search import _batch_row
 
     for row in range(16):
         ms = int(r.makespan[row])
@@ -310,21 +308,6 @@ def test_mirror_self_labels_are_the_best_of_both_directions() -> None:
     assert forward is not None and backward is not None
     assert ms == min(forward.makespan.min(), backward.makespan.min())
     assert len(act) == len(x) == len(mask) > 0 and mask[np.arange(len(act)), act].all()
-
-
-def test_an_active_schedule_followed_by_its_own_start_times_is_itself() -> None:
-    from taktline.training.jobshop_selflabel import active_choices
-
-    inst = taillard_like(10, 8, np.random.default_rng(3))
-    r = rollout(_net(), inst, 4, False, np.random.default_rng(0))
-    assert r is not None
-    for k in range(4):
-        ms, choices = active_choices(inst, _batch_row(inst, r.start[k]))
-        assert ms == int(r.makespan[k])
-        again = JobShopBatch(inst, 1)
-        for j in choices:
-            again.apply(np.array([j]))
-        assert (again.start[0] == r.start[k]).all()
 
 
 def test_improved_labels_are_never_worse_and_teach_the_schedule_they_report() -> None:

@@ -21,7 +21,7 @@ the learning curve (metrics and a picture), the weights.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,9 @@ from taktline.agents.jobshop_policy import (
     save_net,
 )
 from taktline.agents.jobshop_search import _batch_row, tabu_search
-from taktline.envs.jobshop.batch import JobShopBatch
 from taktline.envs.jobshop.generators import taillard_like
 from taktline.envs.jobshop.instance import JobShopInstance
-from taktline.envs.jobshop.schedule import ScheduledOperation
+from taktline.envs.jobshop.replay import replay_schedule
 from taktline.errors import PolicyError, SpecError
 
 #: Training sizes (jobs, machines), drawn uniformly.
@@ -111,9 +110,9 @@ class SelfLabelConfig:
     writes the same weights."""
     improve: int = 0
     """Moves of N5 tabu search on the best sample before it becomes the label (0: the plain
-    self-label). The improved schedule is taught as the active-scheme choices that follow its
-    start times (:func:`active_choices`); counted in moves, not seconds, so labels stay the
-    same on any machine."""
+    self-label). The improved schedule is taught as the active-scheme choices that rebuild it
+    (:func:`~taktline.envs.jobshop.replay.replay_schedule`); counted in moves, not seconds, so
+    labels stay the same on any machine."""
 
 
 @dataclass
@@ -540,30 +539,11 @@ def _label(
             max_iterations=cfg.improve,
         )
         if found.makespan < makespan:
-            ms, choices = active_choices(where, found.schedule)
-            if ms < makespan:
-                makespan, actions = ms, choices
+            # as Giffler-Thompson choices; the replay's makespan is at most the schedule's
+            replayed = replay_schedule(where, found.schedule)
+            makespan = replayed.makespan
+            actions = np.array([so.job for so in replayed.schedule])
     return makespan, replay_features(where, actions, cfg.scheme)
-
-
-def active_choices(
-    instance: JobShopInstance, schedule: Sequence[ScheduledOperation]
-) -> tuple[int, np.ndarray]:
-    """The active (Giffler–Thompson) schedule that follows ``schedule``: at every decision the
-    candidate whose operation starts first in ``schedule``. Its makespan and its choices.
-
-    Any schedule can be taught this way to a network that builds active schedules; the
-    makespan is usually ``schedule``'s and can be larger (the active scheme may order a
-    machine differently), so callers keep the better."""
-    first = {(s.job, s.op): s.start for s in schedule}
-    batch = JobShopBatch(instance, 1, "active")
-    choices = []
-    while not batch.done:
-        cand = np.flatnonzero(batch.mask[0])
-        job = int(cand[int(np.argmin([first[(int(j), int(batch.next_op[0, j]))] for j in cand]))])
-        batch.apply(np.array([job]))
-        choices.append(job)
-    return int(batch.makespan[0]), np.array(choices)
 
 
 class _Average:
