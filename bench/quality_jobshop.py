@@ -73,7 +73,7 @@ def evaluate_scheduler(
             name = f"ta{k:02d}"
             inst = taillard_instance(name)
             ref = inst.reference()[0]
-            row: dict[str, Any] = {"group": g, "reference": ref, "seconds": {}}
+            row: dict[str, Any] = {"group": g, "reference": ref, "seconds": {}, "per seed": {}}
             t = time.perf_counter()
             row["policy greedy"] = policy_solve(inst, 0.0, scheduler=learned).makespan
             row["seconds"]["policy greedy"] = time.perf_counter() - t
@@ -86,17 +86,15 @@ def evaluate_scheduler(
             for key, n, sched in runs:
                 # a best-of-N is a random variable: its mean over sampling seeds
                 t = time.perf_counter()
-                row[key] = float(
-                    np.mean(
-                        [
-                            policy_solve(
-                                inst, 3600.0, seed=s, samples=n, batch_size=n, scheduler=sched
-                            ).makespan
-                            for s in range(sampling_seeds)
-                        ]
-                    )
-                )
+                per_seed = [
+                    policy_solve(
+                        inst, 3600.0, seed=s, samples=n, batch_size=n, scheduler=sched
+                    ).makespan
+                    for s in range(sampling_seeds)
+                ]
                 row["seconds"][key] = (time.perf_counter() - t) / sampling_seeds
+                row["per seed"][key] = per_seed
+                row[key] = float(np.mean(per_seed))
             for rule in RULES:
                 row[rule] = min(dispatch(inst, rule, s).makespan for s in ("active", "non-delay"))
             t = time.perf_counter()
@@ -108,7 +106,7 @@ def evaluate_scheduler(
                 + ", ".join(
                     f"{m} {100 * (row[m] / ref - 1):.1f}%"
                     for m in row
-                    if m not in ("group", "reference", "seconds")
+                    if m not in ("group", "reference", "seconds", "per seed")
                 ),
                 flush=True,
             )
@@ -121,15 +119,33 @@ def evaluate_scheduler(
     }
 
 
+def seed_error(rows: list[dict[str, Any]], method: str) -> str:
+    """`` ± SE``: the standard error over sampling seeds of a best-of-N's group mean gap (%).
+
+    Each seed's group mean is one draw of the method on the group; their spread is how far the
+    mean over seeds can be off (a best-of-N is a random variable, greedy is not).
+    """
+    per = [r.get("per seed", {}).get(method) for r in rows]
+    if any(p is None for p in per) or len(per[0]) < 2:
+        return ""
+    gaps = np.array(
+        [[100 * (m / r["reference"] - 1) for m in p] for r, p in zip(rows, per, strict=True)]
+    )
+    group_means = gaps.mean(axis=0)  # one per seed
+    return f" ± {group_means.std(ddof=1) / np.sqrt(len(group_means)):.2f}"
+
+
 def report_scheduler(data: dict[str, Any]) -> None:
     """Mean gap per group and method; the paired test of each policy mode against the best rule."""
     from taktline.training.evaluate import paired_test
 
     rows = data["rows"]
-    methods = [m for m in next(iter(rows.values())) if m not in ("group", "reference", "seconds")]
+    skip = ("group", "reference", "seconds", "per seed")
+    methods = [m for m in next(iter(rows.values())) if m not in skip]
     print(
         f"\nlearned scheduler ({data['weights']}, scheme {data['scheme']}) vs rules: "
-        "mean gap to best known makespan, % [mean seconds per instance]"
+        "mean gap to best known makespan, % [mean seconds per instance] (± standard error "
+        "over sampling seeds)"
     )
     for g in GROUPS:
         rs = [r for r in rows.values() if r["group"] == g]
@@ -138,7 +154,7 @@ def report_scheduler(data: dict[str, Any]) -> None:
         for m in methods:
             secs = [r["seconds"][m] for r in rs if m in r["seconds"]]
             timing = f" [{np.mean(secs):.2f} s]" if secs else ""
-            print(f"  {m:22} {gaps[m].mean():6.2f}{timing}")
+            print(f"  {m:22} {gaps[m].mean():6.2f}{seed_error(rs, m)}{timing}")
         best_rule = min(RULES, key=lambda m: gaps[m].mean())
         for m in methods:
             if m.startswith("policy"):
