@@ -8,11 +8,11 @@
 The learned scheduler (self-labeling, :mod:`taktline.training.jobshop_selflabel`) runs greedily
 and as the best of N sampled schedules (``--samples``; half of them on the instance, half on its
 time-reversed mirror, each half one batched roll-out), and the largest N once more without the
-mirror, each as its mean over ``--sampling-seeds`` seeds, on ta01-10 (15x15) and ta11-20
-(20x15); beside it, in the same run, every greedy rule in both generation schemes and MOPNR
-(MOR) with random tie-breaks, best of 128. Prints the mean gap to the best known makespan per
-group with seconds per instance (per seed), and the paired comparison with the best greedy
-rule; writes ``results.json``.
+mirror, each as its mean over ``--sampling-seeds`` seeds (default 10) ± its standard error,
+on ta01-10 (15x15) and ta11-20 (20x15); beside it, in the same run, every greedy rule in both
+generation schemes and MOPNR (MOR) with random tie-breaks, best of 128. Prints the mean gap to
+the best known makespan per group with seconds per instance (per seed), and the paired
+comparison with the best greedy rule; writes ``results.json``.
 
 The ``--ppo`` mode is the earlier benchmark of the PPO-trained attention policy on ta01-10:
 
@@ -57,7 +57,7 @@ def mor_random_ties(instance: Any, samples: int, seed: int) -> int:
 
 
 def evaluate_scheduler(
-    weights: Path | None, samples: list[int], sampling_seeds: int = 3
+    weights: Path | None, samples: list[int], sampling_seeds: int = 10
 ) -> dict[str, Any]:
     """Gaps (%) of the learned scheduler, the greedy rules and MOR best-of-128 on ta01-20."""
     from taktline.agents.jobshop_dispatch import dispatch
@@ -265,7 +265,11 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, help="learned scheduler weights (default: shipped)")
     ap.add_argument("--samples", default="32,128", help="best-of-N sizes, comma-separated")
     ap.add_argument(
-        "--sampling-seeds", type=int, default=3, help="best-of-N: mean over this many seeds"
+        "--sampling-seeds",
+        type=int,
+        default=10,
+        help="best-of-N: mean over this many seeds (three once gave a best-of-128 0.18 points "
+        "below the ten-seed mean)",
     )
     ap.add_argument("--ppo", action="store_true", help="the older PPO attention benchmark")
     ap.add_argument("--minutes", type=float, default=40.0, help="PPO training wall-clock budget")
