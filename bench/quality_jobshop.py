@@ -37,6 +37,8 @@ import numpy as np
 INSTANCES = [f"ta{i:02d}" for i in range(1, 11)]
 RULES = ["SPT", "MWKR", "MOPNR", "FIFO", "LPT"]
 GROUPS = {"ta01-10": range(1, 11), "ta11-20": range(11, 21)}
+#: Keys of a scheduler row that are not methods.
+ROW_INFO = ("group", "reference", "seconds", "per seed")
 
 
 def mor_random_ties(instance: Any, samples: int, seed: int) -> int:
@@ -104,9 +106,7 @@ def evaluate_scheduler(
             print(
                 f"{name}: "
                 + ", ".join(
-                    f"{m} {100 * (row[m] / ref - 1):.1f}%"
-                    for m in row
-                    if m not in ("group", "reference", "seconds", "per seed")
+                    f"{m} {100 * (row[m] / ref - 1):.1f}%" for m in row if m not in ROW_INFO
                 ),
                 flush=True,
             )
@@ -140,8 +140,7 @@ def report_scheduler(data: dict[str, Any]) -> None:
     from taktline.training.evaluate import paired_test
 
     rows = data["rows"]
-    skip = ("group", "reference", "seconds", "per seed")
-    methods = [m for m in next(iter(rows.values())) if m not in skip]
+    methods = [m for m in next(iter(rows.values())) if m not in ROW_INFO]
     print(
         f"\nlearned scheduler ({data['weights']}, scheme {data['scheme']}) vs rules: "
         "mean gap to best known makespan, % [mean seconds per instance] (± standard error "

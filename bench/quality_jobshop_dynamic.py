@@ -28,6 +28,7 @@ import numpy as np
 
 
 def main() -> None:
+    from taktline.errors import TaktlineError
     from taktline.training.compare import compare
     from taktline.training.evaluate import mean_ci, paired_test
 
@@ -45,14 +46,17 @@ def main() -> None:
     ref = "scheduler" if args.weights is None else f"scheduler:{args.weights}"
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     t0 = time.perf_counter()
-    comp = compare(
-        args.line,
-        [ref],
-        rules=rules,
-        lookahead=args.lookahead,
-        episodes=args.episodes,
-        seed=args.seed,
-    )
+    try:
+        comp = compare(
+            args.line,
+            [ref],
+            rules=rules,
+            lookahead=args.lookahead,
+            episodes=args.episodes,
+            seed=args.seed,
+        )
+    except TaktlineError as exc:  # a bad line, rule, weights or lookahead: one line, no trace
+        raise SystemExit(f"error: {exc}") from None
     ev = comp.evaluation
     rows = {r["policy"]: r for r in comp.rows()}
     out: dict[str, dict[str, float | str]] = {}
